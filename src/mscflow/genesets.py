@@ -1,0 +1,426 @@
+"""Gene-set library: GMT reading/writing, symbol synonyms, mouse<->human orthologs, matching.
+
+A gene set is a mapping ``gene -> weight`` (weight 1.0 unless the GMT says otherwise).
+GMT lines are ``name<TAB>description<TAB>gene1<TAB>gene2...``; a gene may carry a weight
+as ``gene,weight`` (e.g. ``Marco,2``).
+
+Cross-species use always goes through the shipped ortholog table (never by changing the
+case of a symbol); old symbols still found in public data (``Chi3l3``, ``Emr1``...) are
+resolved through the shipped synonym table, and every rename is reported.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+SPECIES = ("mouse", "human")
+GeneSet = dict[str, float]
+REPORT_COLUMNS = [
+    "set", "n_genes", "n_found", "frac_found", "found", "missing", "renamed", "orthologs",
+    "no_ortholog",
+]
+_IG_GENE = re.compile(r"^IG[HKL][A-Z0-9-]*$")
+
+
+# --------------------------------------------------------------------------------------
+# GMT files
+# --------------------------------------------------------------------------------------
+def _parse_gene_token(token: str, path: str | Path, lineno: int) -> tuple[str, float]:
+    """Split ``gene`` or ``gene,weight`` into (gene, weight)."""
+    gene, sep, weight = token.strip().partition(",")
+    gene = gene.strip()
+    if not gene:
+        raise ValueError(f"{path}:{lineno}: empty gene symbol in token {token!r}")
+    if not sep:
+        return gene, 1.0
+    try:
+        value = float(weight)
+    except ValueError:
+        raise ValueError(
+            f"{path}:{lineno}: weight of gene {gene!r} is {weight!r}, not a number; "
+            "write weights as 'gene,1.5'"
+        ) from None
+    if not math.isfinite(value):
+        raise ValueError(f"{path}:{lineno}: weight of gene {gene!r} must be finite")
+    return gene, value
+
+
+def read_gmt(path: str | Path) -> dict[str, GeneSet]:
+    """Read a GMT file into ``{set name: {gene: weight}}``, validating every line.
+
+    Raises ValueError naming the file and line for lines with fewer than three fields,
+    empty names, duplicate set names, sets without genes and genes listed twice.
+    Blank lines and lines starting with ``#`` are skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"gene-set file not found: {path}")
+    sets: dict[str, GeneSet] = {}
+    first_line: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            line = raw.rstrip("\r\n")
+            if not line.strip() or line.startswith("#"):
+                continue
+            fields = line.split("\t")
+            name = fields[0].strip()
+            if not name:
+                raise ValueError(f"{path}:{lineno}: empty gene-set name")
+            if len(fields) < 3 or not any(f.strip() for f in fields[2:]):
+                raise ValueError(
+                    f"{path}:{lineno}: gene set {name!r} has no genes; a GMT line is "
+                    "name<TAB>description<TAB>gene1<TAB>gene2... (tab-separated)"
+                )
+            if name in sets:
+                raise ValueError(
+                    f"{path}:{lineno}: duplicate gene-set name {name!r} (first on line "
+                    f"{first_line[name]}); set names must be unique"
+                )
+            genes: GeneSet = {}
+            for token in fields[2:]:
+                if not token.strip():
+                    continue
+                gene, weight = _parse_gene_token(token, path, lineno)
+                if gene in genes:
+                    raise ValueError(
+                        f"{path}:{lineno}: gene {gene!r} listed twice in set {name!r}"
+                    )
+                genes[gene] = weight
+            sets[name] = genes
+            first_line[name] = lineno
+    if not sets:
+        raise ValueError(f"{path}: no gene sets found (empty GMT file)")
+    return sets
+
+
+def read_gmt_descriptions(path: str | Path) -> dict[str, str]:
+    """Return ``{set name: description}`` from a GMT file (second column)."""
+    out: dict[str, str] = {}
+    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+        if raw.strip() and not raw.startswith("#"):
+            fields = raw.split("\t")
+            out[fields[0].strip()] = fields[1].strip() if len(fields) > 1 else ""
+    return out
+
+
+def write_gmt(
+    gene_sets: Mapping[str, Mapping[str, float] | Sequence[str]],
+    path: str | Path,
+    descriptions: Mapping[str, str] | None = None,
+) -> None:
+    """Write gene sets to a GMT file; weights other than 1 are written as ``gene,weight``."""
+    lines = []
+    for name, genes in gene_sets.items():
+        weights = as_weights(genes)
+        tokens = [g if w == 1.0 else f"{g},{w:g}" for g, w in weights.items()]
+        desc = (descriptions or {}).get(name, "")
+        lines.append("\t".join([name, desc, *tokens]))
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def as_weights(genes: Mapping[str, float] | Sequence[str]) -> GeneSet:
+    """Normalise a gene list or ``{gene: weight}`` mapping to ``{gene: weight}``."""
+    if isinstance(genes, Mapping):
+        return {str(g): float(w) for g, w in genes.items()}
+    if isinstance(genes, str):
+        raise TypeError(f"a gene set must be a list of genes, not the string {genes!r}")
+    return {str(g): 1.0 for g in genes}
+
+
+def load_gene_sets(paths: Iterable[str | Path]) -> dict[str, GeneSet]:
+    """Read several GMT files into one dict; a set name used in two files is an error."""
+    merged: dict[str, GeneSet] = {}
+    origin: dict[str, Path] = {}
+    for path in paths:
+        for name, genes in read_gmt(path).items():
+            if name in merged:
+                raise ValueError(
+                    f"gene-set name {name!r} is defined in both {origin[name]} and {path}; "
+                    "set names must be unique across all GMT files: rename one of them"
+                )
+            merged[name] = genes
+            origin[name] = Path(path)
+    return merged
+
+
+def drop_immunoglobulin_genes(genes: Iterable[str]) -> list[str]:
+    """Drop human immunoglobulin genes (IGH*, IGK*, IGL*) from a gene list, keeping order."""
+    return [g for g in genes if not _IG_GENE.match(g)]
+
+
+# --------------------------------------------------------------------------------------
+# Reference tables
+# --------------------------------------------------------------------------------------
+def _check_species(species: str, what: str) -> str:
+    if species not in SPECIES:
+        raise ValueError(f"{what} must be one of {SPECIES}, got {species!r}")
+    return species
+
+
+def read_orthologs(path: str | Path) -> pd.DataFrame:
+    """Read the shipped ortholog table (columns mouse, human, support)."""
+    table = pd.read_csv(path, sep="\t", dtype={"mouse": str, "human": str})
+    missing = {"mouse", "human", "support"} - set(table.columns)
+    if missing:
+        raise ValueError(
+            f"{path}: ortholog table lacks column(s) {sorted(missing)}; rebuild it with "
+            "workflow/scripts/build_orthologs.py"
+        )
+    return table
+
+
+def read_synonyms(path: str | Path) -> pd.DataFrame:
+    """Read the synonym table (columns species, old_symbol, symbol, source)."""
+    table = pd.read_csv(path, sep="\t", dtype=str, comment="#")
+    missing = {"species", "old_symbol", "symbol"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: synonym table lacks column(s) {sorted(missing)}")
+    dup = table.duplicated(["species", "old_symbol"], keep=False)
+    if dup.any():
+        raise ValueError(
+            f"{path}: old symbol(s) listed twice: "
+            f"{sorted(table.loc[dup, 'old_symbol'].unique())}"
+        )
+    return table
+
+
+def read_symbols(path: str | Path) -> set[str]:
+    """Read a one-symbol-per-line list (optionally gzipped) into a set."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return {line.strip() for line in handle if line.strip()}
+
+
+def select_ortholog_pairs(hcop: pd.DataFrame, min_support: int = 3) -> pd.DataFrame:
+    """Keep HCOP mouse-human pairs backed by >= ``min_support`` sources or an exact match.
+
+    ``hcop`` needs columns mouse, human, sources (comma-separated resource names).
+    An exact match is a human symbol equal to the upper-cased mouse symbol (used only to
+    *select* pairs the resources already propose, never to invent one). Returns columns
+    mouse, human, support (number of sources), sorted by mouse then human.
+    """
+    t = hcop.loc[:, ["mouse", "human", "sources"]].dropna()
+    t = t[(t["mouse"] != "-") & (t["human"] != "-")]
+    t = t.assign(support=t["sources"].str.split(",").map(lambda s: len(set(s))))
+    t = t.groupby(["mouse", "human"], as_index=False)["support"].max()
+    exact = t["mouse"].str.upper() == t["human"]
+    kept = t[(t["support"] >= min_support) | exact]
+    return kept.sort_values(["mouse", "human"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------
+# Orthologs
+# --------------------------------------------------------------------------------------
+def ortholog_lookup(
+    orthologs: pd.DataFrame, from_species: str, to_species: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Build the gene -> ortholog lookup used to translate sets between species.
+
+    A gene maps to its partner when the pair is one-to-one in the table, or when exactly
+    one of its partners has the same symbol up to case (e.g. CD14 -> Cd14 beside other
+    candidates). Returns ``(mapping, ambiguous)`` where ``ambiguous`` gives, for genes
+    with several partners and no such match, a reason naming the candidates.
+    """
+    src = _check_species(from_species, "from_species")
+    dst = _check_species(to_species, "to_species")
+    if src == dst:
+        raise ValueError("from_species and to_species are the same: nothing to map")
+    pairs = orthologs.loc[:, [src, dst]].dropna().drop_duplicates()
+    partners = pairs.groupby(src)[dst].agg(list)
+    back = pairs.groupby(dst)[src].agg(list)
+    mapping: dict[str, str] = {}
+    ambiguous: dict[str, str] = {}
+    for gene, targets in partners.items():
+        exact = [t for t in targets if t.upper() == gene.upper()]
+        if len(exact) == 1:
+            mapping[gene] = exact[0]
+        elif len(targets) == 1 and len(back[targets[0]]) == 1:
+            mapping[gene] = targets[0]
+        else:
+            others = sorted(set(back[targets[0]]) - {gene}) if len(targets) == 1 else []
+            reason = (
+                f"one of several {src} genes for {targets[0]} ({', '.join(others)})"
+                if others else f"several {dst} candidates: {', '.join(sorted(targets))}"
+            )
+            ambiguous[gene] = reason
+    return mapping, ambiguous
+
+
+def map_gene_sets(
+    gene_sets: Mapping[str, Mapping[str, float] | Sequence[str]],
+    from_species: str,
+    to_species: str,
+    orthologs: pd.DataFrame,
+) -> tuple[dict[str, GeneSet], pd.DataFrame]:
+    """Translate gene sets between mouse and human through the ortholog table.
+
+    Returns ``(mapped, report)``; ``report`` has one row per input gene with columns
+    set, gene, ortholog (empty when unmapped) and status (``mapped``, ``ambiguous: ...``
+    or ``no ortholog in table``). Weights follow their gene; if two genes map to the same
+    ortholog the first one's weight is kept.
+    """
+    mapping, ambiguous = ortholog_lookup(orthologs, from_species, to_species)
+    mapped: dict[str, GeneSet] = {}
+    rows = []
+    for name, genes in gene_sets.items():
+        out: GeneSet = {}
+        for gene, weight in as_weights(genes).items():
+            target = mapping.get(gene)
+            if target is not None:
+                out.setdefault(target, weight)
+                status = "mapped"
+            elif gene in ambiguous:
+                status = f"ambiguous: {ambiguous[gene]}"
+            else:
+                status = "no ortholog in table"
+            rows.append({"set": name, "gene": gene, "ortholog": target or "", "status": status})
+        mapped[name] = out
+    return mapped, pd.DataFrame(rows, columns=["set", "gene", "ortholog", "status"])
+
+
+# --------------------------------------------------------------------------------------
+# Synonyms
+# --------------------------------------------------------------------------------------
+def synonym_groups(synonyms: pd.DataFrame | None, species: str) -> dict[str, list[str]]:
+    """Map every symbol (current or old) of ``species`` to all its aliases, current first."""
+    if synonyms is None or synonyms.empty:
+        return {}
+    sub = synonyms[synonyms["species"] == _check_species(species, "species")]
+    groups: dict[str, list[str]] = {}
+    for current, olds in sub.groupby("symbol")["old_symbol"]:
+        members = [current, *sorted(olds)]
+        for member in members:
+            groups[member] = members
+    return groups
+
+
+def resolve_synonyms(
+    genes: Iterable[str],
+    var_names: Iterable[str],
+    synonyms: pd.DataFrame | None,
+    species: str,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Find each gene in ``var_names``, directly or through a synonym (old <-> current).
+
+    Returns ``(found, renamed)``: ``found`` maps a gene to the name it has in the data;
+    ``renamed`` holds only the genes found under another symbol. Genes absent under every
+    alias are left out of both.
+    """
+    present = set(var_names)
+    groups = synonym_groups(synonyms, species)
+    found: dict[str, str] = {}
+    renamed: dict[str, str] = {}
+    for gene in genes:
+        if gene in present:
+            found[gene] = gene
+            continue
+        alias = next((a for a in groups.get(gene, []) if a != gene and a in present), None)
+        if alias is not None:
+            found[gene] = alias
+            renamed[gene] = alias
+    return found, renamed
+
+
+# --------------------------------------------------------------------------------------
+# Matching sets to the data
+# --------------------------------------------------------------------------------------
+def _join(items: Iterable[str]) -> str:
+    return ",".join(items)
+
+
+def match_gene_sets(
+    gene_sets: Mapping[str, Mapping[str, float] | Sequence[str]],
+    var_names: Iterable[str],
+    *,
+    set_species: str,
+    data_species: str,
+    min_genes: int = 3,
+    orthologs: pd.DataFrame | None = None,
+    synonyms: pd.DataFrame | None = None,
+) -> tuple[dict[str, list[str] | GeneSet], pd.DataFrame]:
+    """Check every set against the data's genes: translate, resolve synonyms, report.
+
+    Sets of another species are translated through ``orthologs`` (required then).
+    Returns ``(matched, report)``: ``matched`` gives each set's genes as named in the
+    data (a list, or ``{gene: weight}`` when the set has weights other than 1); the report
+    has one row per set with columns ``REPORT_COLUMNS`` (lists joined by commas; renamed
+    as ``old->new``, orthologs as ``source->target``). Raises ValueError naming every set
+    with fewer than ``min_genes`` genes found.
+    """
+    _check_species(set_species, "set_species")
+    _check_species(data_species, "data_species")
+    present = list(dict.fromkeys(var_names))
+    ortho_map: dict[str, str] = {}
+    if set_species != data_species:
+        if orthologs is None:
+            raise ValueError(
+                f"gene sets are {set_species} but the data are {data_species}: pass the "
+                "ortholog table (resources/orthologs/mouse_human_hcop.tsv.gz)"
+            )
+        ortho_map, _ = ortholog_lookup(orthologs, set_species, data_species)
+    matched: dict[str, list[str] | GeneSet] = {}
+    rows = []
+    for name, genes in gene_sets.items():
+        weights = as_weights(genes)
+        translated: dict[str, str] = {}  # set gene -> gene in data species
+        no_ortholog = []
+        for gene in weights:
+            if set_species == data_species:
+                translated[gene] = gene
+            elif gene in ortho_map:
+                translated[gene] = ortho_map[gene]
+            else:
+                no_ortholog.append(gene)
+        found, renamed = resolve_synonyms(translated.values(), present, synonyms, data_species)
+        hits: GeneSet = {}
+        for gene, target in translated.items():
+            if target in found:
+                hits.setdefault(found[target], weights[gene])
+        missing = [g for g in weights if translated.get(g) not in found]
+        matched[name] = hits if any(w != 1.0 for w in hits.values()) else list(hits)
+        rows.append({
+            "set": name,
+            "n_genes": len(weights),
+            "n_found": len(hits),
+            "frac_found": round(len(hits) / len(weights), 3) if weights else 0.0,
+            "found": _join(hits),
+            "missing": _join(missing),
+            "renamed": _join(f"{old}->{new}" for old, new in renamed.items()),
+            "orthologs": _join(
+                f"{g}->{t}" for g, t in translated.items() if g != t and t in found
+            ),
+            "no_ortholog": _join(no_ortholog),
+        })
+    report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+    too_small = report[report["n_found"] < min_genes]
+    if not too_small.empty:
+        details = "; ".join(
+            f"{r.set!r}: {r.n_found} of {r.n_genes} found"
+            + (f" (missing: {r.missing})" if r.missing else "")
+            for r in too_small.itertuples()
+        )
+        raise ValueError(
+            f"{len(too_small)} gene set(s) have fewer than scoring.min_genes={min_genes} "
+            f"genes in the {data_species} data: {details}. Fix: check the set's species "
+            f"(sets are read as {set_species}), correct the symbols in its GMT file, or "
+            "lower scoring.min_genes in the config."
+        )
+    return matched, report
+
+
+def check_symbols(
+    gene_sets: Mapping[str, Mapping[str, float] | Sequence[str]], universe: set[str]
+) -> dict[str, list[str]]:
+    """Return ``{set: [genes not in universe]}`` for sets with unknown symbols."""
+    bad = {}
+    for name, genes in gene_sets.items():
+        unknown = [g for g in as_weights(genes) if g not in universe]
+        if unknown:
+            bad[name] = unknown
+    return bad
