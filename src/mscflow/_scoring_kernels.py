@@ -1,0 +1,359 @@
+"""Numba kernels behind :mod:`mscflow.scoring`.
+
+All kernels read CSR ``data``/``indices``/``indptr`` as given (float32 or float64 data,
+int32 or int64 indices) and never densify or upcast the matrix.  They are compiled with
+``cache=True`` so only the first process on a machine pays the compile cost.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+# ---------------------------------------------------------------------------------------
+# Pass 1: per-gene statistics
+# ---------------------------------------------------------------------------------------
+# scanpy sums gene columns with scipy's ``ones @ X``, i.e. sequentially over rows in the
+# matrix dtype (float32 for float32 data).  To reproduce those bits exactly while using all
+# threads, every thread owns a contiguous range of genes and walks all rows, touching only
+# the slice of each (sorted) row that falls in its range: per gene the additions then
+# happen in the same order as scipy's.  Rows with unsorted indices are detected and the
+# caller falls back to the sequential kernel.
+
+STAT_UNSORTED = 0  # 1.0 if a row slice was not sorted or out of the expected gene range
+STAT_MAX = 1  # largest value seen
+STAT_NONINT = 2  # 1.0 if a non-integer value was seen
+STAT_COUNT = 3  # number of stored entries processed
+STAT_MIN = 4  # smallest value seen
+N_STAT = 5
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _lower_bound(indices, lo, hi, value):
+    """First position in ``indices[lo:hi]`` (sorted) whose value is >= ``value``."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if indices[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@nb.njit(cache=True, nogil=True)
+def _stats_slice(data, indices, indptr, g_lo, g_hi, sums, sums64, sumsq64, nnz, want64, out):
+    """Accumulate statistics of genes in ``[g_lo, g_hi)`` over all rows, sequential in rows."""
+    n_rows = indptr.shape[0] - 1
+    vmax = -np.inf
+    vmin = np.inf
+    nonint = False
+    bad = False
+    count = 0
+    for r in range(n_rows):
+        start = indptr[r]
+        stop = indptr[r + 1]
+        lo = _lower_bound(indices, start, stop, g_lo)
+        hi = _lower_bound(indices, lo, stop, g_hi)
+        prev = g_lo
+        for k in range(lo, hi):
+            g = indices[k]
+            if g < prev or g >= g_hi:
+                bad = True
+            prev = g
+            v = data[k]
+            sums[g] += v
+            if want64:
+                v64 = np.float64(v)
+                sums64[g] += v64
+                sumsq64[g] += v64 * v64
+            if v != 0:
+                nnz[g] += 1
+            if v > vmax:
+                vmax = v
+            if v < vmin:
+                vmin = v
+            if v != np.floor(v):
+                nonint = True
+        count += hi - lo
+    out[STAT_UNSORTED] = 1.0 if bad else 0.0
+    out[STAT_MAX] = vmax
+    out[STAT_MIN] = vmin
+    out[STAT_NONINT] = 1.0 if nonint else 0.0
+    out[STAT_COUNT] = count
+
+
+@nb.njit(parallel=True, cache=True)
+def gene_stats_split(data, indices, indptr, bounds, sums, sums64, sumsq64, nnz, want64):
+    """Per-gene sums (matrix dtype, scipy order), float64 sums/sum of squares, non-zero counts.
+
+    ``bounds`` splits the genes into ``len(bounds) - 1`` ranges processed in parallel.
+    Returns an array ``(n_parts, N_STAT)`` of flags; see the ``STAT_*`` constants.
+    """
+    n_parts = bounds.shape[0] - 1
+    res = np.zeros((n_parts, N_STAT))
+    for p in nb.prange(n_parts):
+        _stats_slice(
+            data, indices, indptr, bounds[p], bounds[p + 1], sums, sums64, sumsq64, nnz,
+            want64, res[p],
+        )
+    return res
+
+
+@nb.njit(cache=True)
+def gene_stats_sequential(data, indices, indptr, sums, sums64, sumsq64, nnz, want64):
+    """Single-threaded fallback of :func:`gene_stats_split` for unsorted indices."""
+    res = np.zeros((1, N_STAT))
+    vmax = -np.inf
+    vmin = np.inf
+    nonint = False
+    n_rows = indptr.shape[0] - 1
+    for r in range(n_rows):
+        for k in range(indptr[r], indptr[r + 1]):
+            g = indices[k]
+            v = data[k]
+            sums[g] += v
+            if want64:
+                v64 = np.float64(v)
+                sums64[g] += v64
+                sumsq64[g] += v64 * v64
+            if v != 0:
+                nnz[g] += 1
+            if v > vmax:
+                vmax = v
+            if v < vmin:
+                vmin = v
+            if v != np.floor(v):
+                nonint = True
+    res[0, STAT_MAX] = vmax
+    res[0, STAT_MIN] = vmin
+    res[0, STAT_NONINT] = 1.0 if nonint else 0.0
+    res[0, STAT_COUNT] = indptr[n_rows] - indptr[0]
+    return res
+
+
+@nb.njit(parallel=True, cache=True)
+def gene_stats_dense(x, bounds, sums, sums64, sumsq64, nnz, want64):
+    """Dense version of :func:`gene_stats_split`: columns split, rows walked in order.
+
+    Matches ``np.sum(x, axis=0)`` bit for bit for C-contiguous ``x`` (numpy reduces the
+    outer axis sequentially).
+    """
+    n_parts = bounds.shape[0] - 1
+    n_rows = x.shape[0]
+    res = np.zeros((n_parts, N_STAT))
+    for p in nb.prange(n_parts):
+        g_lo = bounds[p]
+        g_hi = bounds[p + 1]
+        vmax = -np.inf
+        vmin = np.inf
+        nonint = False
+        for r in range(n_rows):
+            for g in range(g_lo, g_hi):
+                v = x[r, g]
+                sums[g] += v
+                if want64:
+                    v64 = np.float64(v)
+                    sums64[g] += v64
+                    sumsq64[g] += v64 * v64
+                if v != 0:
+                    nnz[g] += 1
+                vmax = max(vmax, v)
+                vmin = min(vmin, v)
+                if v != np.floor(v):
+                    nonint = True
+        res[p, STAT_MAX] = vmax
+        res[p, STAT_MIN] = vmin
+        res[p, STAT_NONINT] = 1.0 if nonint else 0.0
+        res[p, STAT_COUNT] = n_rows * (g_hi - g_lo)
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+# Pass 2a: linear scores (scanpy, mean, zscore): out[r, :] = offset + sum_g x[r, g] * W[g, :]
+# ---------------------------------------------------------------------------------------
+# W is stored compactly: ``gene_row[g]`` is the row of ``w`` holding gene g's weights for
+# all sets (sets contiguous, control genes folded in as negative weights) or -1 for genes
+# in no set, so the inner loop is one predictable branch plus a vectorised multiply-add.
+
+ROW_BLOCK = 512
+
+
+@nb.njit(parallel=True, cache=True)
+def score_linear_csr(data, indices, indptr, gene_row, w, offset, out):
+    """Write linear scores of every CSR row into ``out`` (rows x sets, float64)."""
+    n_rows = indptr.shape[0] - 1
+    n_sets = w.shape[1]
+    n_blocks = (n_rows + ROW_BLOCK - 1) // ROW_BLOCK
+    for b in nb.prange(n_blocks):
+        r0 = b * ROW_BLOCK
+        r1 = min(r0 + ROW_BLOCK, n_rows)
+        for r in range(r0, r1):
+            acc = out[r]
+            for s in range(n_sets):
+                acc[s] = 0.0
+            for k in range(indptr[r], indptr[r + 1]):
+                j = gene_row[indices[k]]
+                if j >= 0:
+                    v = np.float64(data[k])
+                    wj = w[j]
+                    for s in range(n_sets):
+                        acc[s] += v * wj[s]
+            for s in range(n_sets):
+                acc[s] += offset[s]
+
+
+# ---------------------------------------------------------------------------------------
+# Pass 2b: AUCell
+# ---------------------------------------------------------------------------------------
+# Genes of a cell are ranked by decreasing value, ties broken by a fixed gene order
+# ``tiepos`` (rank 1 = highest).  A set member with rank r <= n_up contributes n_up - r to
+# its set's AUC, which is what decoupler's recovery-curve sum reduces to.  Only members are
+# ranked: the member values present in the row are sorted, then each stored entry of the
+# row adds one to the rank of every member it precedes (found by binary search), so the
+# zeros of the row are never sorted or touched.
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _precedes(va, ta, vb, tb):
+    """True if gene (va, ta) ranks before gene (vb, tb): higher value, then lower tiepos."""
+    return va > vb or (va == vb and ta < tb)
+
+
+@nb.njit(cache=True, nogil=True)
+def _aucell_row(
+    data, indices, lo, hi, member_of, tiepos, mem_tiepos, mem_set_ptr, mem_sets, n_up,
+    n_kept, mv, mt, mm, diff, stamp, row_id, auc,
+):
+    """Accumulate un-normalised AUCs of one CSR row (entries ``lo:hi``) into ``auc``."""
+    n_members = mem_tiepos.shape[0]
+    m = 0
+    n_pos = 0
+    n_stored_nz = 0
+    for k in range(lo, hi):
+        v = data[k]
+        if v == 0:
+            continue
+        n_stored_nz += 1
+        if v > 0:
+            n_pos += 1
+        g = indices[k]
+        j = member_of[g]
+        if j >= 0:
+            # insertion sort by (value desc, tiepos asc)
+            t = tiepos[g]
+            q = m
+            while q > 0 and _precedes(v, t, mv[q - 1], mt[q - 1]):
+                mv[q] = mv[q - 1]
+                mt[q] = mt[q - 1]
+                mm[q] = mm[q - 1]
+                q -= 1
+            mv[q] = v
+            mt[q] = t
+            mm[q] = j
+            stamp[j] = row_id
+            m += 1
+    n_zero = n_kept - n_stored_nz
+    if m > 0:
+        for q in range(m + 1):
+            diff[q] = 0
+        v_last = mv[m - 1]
+        v_first = mv[0]
+        for k in range(lo, hi):
+            v = data[k]
+            if v == 0 or v < v_last:
+                continue  # precedes no member
+            if v > v_first:
+                diff[0] += 1
+                continue
+            t = tiepos[indices[k]]
+            # p = number of members that rank before (or are) this entry
+            a = 0
+            b = m
+            while a < b:
+                mid = (a + b) >> 1
+                if _precedes(v, t, mv[mid], mt[mid]):
+                    b = mid
+                else:
+                    a = mid + 1
+            diff[a] += 1
+        before = 0
+        for q in range(m):
+            before += diff[q]
+            rank = 1 + before
+            if mv[q] < 0:
+                rank += n_zero
+            if rank < n_up:
+                contrib = n_up - rank
+                j = mm[q]
+                for z in range(mem_set_ptr[j], mem_set_ptr[j + 1]):
+                    auc[mem_sets[z]] += contrib
+    if n_pos + 1 < n_up:
+        # members whose value is zero in this row may still rank in the top n_up
+        nz_t = np.empty(n_stored_nz, dtype=np.int64)
+        c = 0
+        for k in range(lo, hi):
+            if data[k] != 0:
+                nz_t[c] = tiepos[indices[k]]
+                c += 1
+        nz_t.sort()
+        limit = n_up - n_pos - 1 + n_stored_nz  # tiepos beyond this cannot reach n_up
+        for j in range(n_members):
+            t = mem_tiepos[j]
+            if t >= limit or stamp[j] == row_id:
+                continue
+            n_before = 0
+            a = 0
+            b = n_stored_nz
+            while a < b:
+                mid = (a + b) >> 1
+                if nz_t[mid] < t:
+                    a = mid + 1
+                else:
+                    b = mid
+            n_before = a
+            rank = n_pos + 1 + t - n_before
+            if rank < n_up:
+                contrib = n_up - rank
+                for z in range(mem_set_ptr[j], mem_set_ptr[j + 1]):
+                    auc[mem_sets[z]] += contrib
+
+
+@nb.njit(parallel=True, cache=True)
+def aucell_csr(
+    data, indices, indptr, member_of, tiepos, mem_tiepos, mem_set_ptr, mem_sets, n_up,
+    n_kept, max_auc, out,
+):
+    """AUCell scores of every CSR row into ``out`` (rows x sets); empty rows get NaN."""
+    n_rows = indptr.shape[0] - 1
+    n_sets = out.shape[1]
+    n_members = mem_tiepos.shape[0]
+    n_blocks = (n_rows + ROW_BLOCK - 1) // ROW_BLOCK
+    for b in nb.prange(n_blocks):
+        r0 = b * ROW_BLOCK
+        r1 = min(r0 + ROW_BLOCK, n_rows)
+        mv = np.empty(n_members, dtype=data.dtype)
+        mt = np.empty(n_members, dtype=np.int64)
+        mm = np.empty(n_members, dtype=np.int64)
+        diff = np.empty(n_members + 1, dtype=np.int64)
+        stamp = np.full(n_members, -1, dtype=np.int64)
+        auc = np.empty(n_sets, dtype=np.float64)
+        for r in range(r0, r1):
+            lo = indptr[r]
+            hi = indptr[r + 1]
+            empty = True
+            for k in range(lo, hi):
+                if data[k] != 0:
+                    empty = False
+                    break
+            if empty:
+                for s in range(n_sets):
+                    out[r, s] = np.nan
+                continue
+            for s in range(n_sets):
+                auc[s] = 0.0
+            _aucell_row(
+                data, indices, lo, hi, member_of, tiepos, mem_tiepos, mem_set_ptr, mem_sets,
+                n_up, n_kept, mv, mt, mm, diff, stamp, r, auc,
+            )
+            for s in range(n_sets):
+                out[r, s] = auc[s] / max_auc[s]
