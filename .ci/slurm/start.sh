@@ -159,6 +159,8 @@ JobAcctGatherParams=OverMemoryKill
 # Accounting through slurmdbd, so that sacct answers (the executor plugin polls with it).
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
+# Store sbatch --comment (the executor plugin puts the rule name and wildcards there).
+AccountingStoreFlags=job_comment
 JobCompType=jobcomp/none
 # Keep finished jobs in slurmctld's memory for 5 min (squeue/scontrol still see them).
 MinJobAge=300

@@ -1,0 +1,92 @@
+# Resource helpers for mscflow rules: memory (mem_mb) and wall time (runtime, minutes) derived
+# from the size of a job's inputs and scaled by `attempt`.
+#
+# Plain Python functions, no rules; include this file before the rules that use it:
+#
+#     include: "rules/resources.smk"
+#
+#     rule qc:
+#         input: ...
+#         threads: 1
+#         resources:
+#             mem_mb=scaled_mem_mb(base_mb=1000, per_input_mb=6),
+#             runtime=scaled_runtime(base_min=10, per_input_mb=0.2),
+#
+# or, with the defaults, `mem_mb=mem_mb_from_input, runtime=runtime_from_input`.
+#
+# Why `attempt`: with the profile's `retries: N` (profiles/slurm/config.yaml), a job that
+# fails, e.g. killed by SLURM for exceeding its --mem, is submitted again as a new SLURM job
+# with attempt = 2, 3, ...; these functions then ask for 2x, 3x the first request. A rule-level
+# `retries:` would rerun inside the same allocation with the same limit and cannot help.
+#
+# Why an overhead term: inside each SLURM job the executor runs `python -m snakemake` once in
+# the batch step and once more in the job step (srun) that runs the rule; SLURM counts that
+# second process (about 180 MB resident, measured with sacct MaxRSS on snakemake 9.27) against
+# the job's memory, next to the rule's own command.
+#
+# Inputs that do not exist yet while the DAG is built: `input.size_mb` raises
+# FileNotFoundError, which snakemake turns into "to be determined" and evaluates again when
+# the job is ready to run, so the request is always computed from the real input files.
+
+import math
+
+# Resident memory of the `python -m snakemake` job-step process inside each job, in MB, with
+# headroom (measured: ~180 MB).
+SNAKEMAKE_JOBSTEP_MB = 256
+
+
+def _input_size_mb(input):
+    """Total size of a job's input files in MB (0 for a rule without inputs)."""
+    if not input:
+        return 0.0
+    return float(input.size_mb)
+
+
+def scaled_mem_mb(base_mb=1000, per_input_mb=4.0, max_mb=None):
+    """Return a resource function for mem_mb:
+
+        attempt * (SNAKEMAKE_JOBSTEP_MB + base_mb + per_input_mb * <input size in MB>)
+
+    rounded up to whole MB and, when max_mb is given, capped at max_mb (set it to the largest
+    node's memory: sbatch rejects a job that asks for more than any node has).
+    per_input_mb is the rule's peak resident memory per MB of input (e.g. a gzipped sparse
+    matrix loaded densely needs far more than its file size); base_mb covers the
+    interpreter, imported libraries and fixed-size work.
+    """
+    if base_mb < 0 or per_input_mb < 0:
+        raise ValueError("base_mb and per_input_mb must not be negative")
+
+    def mem_mb(wildcards, input, attempt):
+        need = SNAKEMAKE_JOBSTEP_MB + base_mb + per_input_mb * _input_size_mb(input)
+        value = math.ceil(need * attempt)
+        return min(value, max_mb) if max_mb is not None else value
+
+    return mem_mb
+
+
+def scaled_runtime(base_min=10, per_input_mb=0.05, max_min=None):
+    """Return a resource function for runtime (wall time in minutes, sbatch -t):
+
+        attempt * (base_min + per_input_mb * <input size in MB>)
+
+    rounded up to whole minutes and capped at max_min when given (a partition's MaxTime).
+    A job killed at its time limit (SLURM state TIMEOUT) is retried with a longer limit.
+    """
+    if base_min <= 0 or per_input_mb < 0:
+        raise ValueError("base_min must be positive and per_input_mb not negative")
+
+    def runtime(wildcards, input, attempt):
+        value = math.ceil((base_min + per_input_mb * _input_size_mb(input)) * attempt)
+        return min(value, max_min) if max_min is not None else value
+
+    return runtime
+
+
+def mem_mb_from_input(wildcards, input, attempt):
+    """mem_mb with the defaults of scaled_mem_mb(): 1256 MB + 4 MB per input MB, x attempt."""
+    return scaled_mem_mb()(wildcards, input, attempt)
+
+
+def runtime_from_input(wildcards, input, attempt):
+    """runtime with the defaults of scaled_runtime(): 10 min + 3 s per input MB, x attempt."""
+    return scaled_runtime()(wildcards, input, attempt)
