@@ -69,6 +69,11 @@ def read_gmt(path: str | Path) -> dict[str, GeneSet]:
             if not line.strip() or line.startswith("#"):
                 continue
             fields = line.split("\t")
+            if len(fields) == 1:
+                raise ValueError(
+                    f"{path}:{lineno}: no tab found; a GMT line is "
+                    "name<TAB>description<TAB>gene1<TAB>gene2... (tab-separated, not spaces)"
+                )
             name = fields[0].strip()
             if not name:
                 raise ValueError(f"{path}:{lineno}: empty gene-set name")

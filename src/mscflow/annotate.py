@@ -1,0 +1,309 @@
+"""Cell-type annotation of lung and liver cells from curated marker sets.
+
+Every cell is scored for every marker set (``mscflow.scoring.score_gene_sets``); each cell
+gets the best-scoring label its tissue allows, and each cluster (within a tissue) gets the
+label with the best mean score, with two confidences: the margin between the best and the
+second label's mean score, and the fraction of the cluster's cells whose own label agrees.
+A cluster below any threshold is called ``"unassigned"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+UNASSIGNED = "unassigned"
+
+# Labels that cannot occur in a tissue. Guilliams 2022 (liver atlas) finds no
+# interstitial macrophages in liver; Kupffer cells and hepatocytes are liver-only; alveolar
+# macrophages and AT1/AT2 cells are lung-only. Tissues not listed here restrict nothing.
+DEFAULT_EXCLUDED: dict[str, frozenset[str]] = {
+    "lung": frozenset({"kupffer_cell", "hepatocyte"}),
+    "liver": frozenset({"alveolar_macrophage", "interstitial_macrophage", "at1", "at2"}),
+}
+
+ScoreFn = Callable[..., pd.DataFrame]
+CLUSTER_COLUMNS = [
+    "cluster", "tissue", "label", "margin", "fraction_agreeing", "n_cells", "best_score",
+    "second_label", "top_marker_genes",
+]
+
+
+def allowed_mask(
+    labels: Sequence[str],
+    tissues: pd.Series | None,
+    excluded: Mapping[str, frozenset[str] | set[str]] | None = None,
+) -> np.ndarray:
+    """Boolean matrix (n tissues entries x labels): True where the label is allowed."""
+    excluded = DEFAULT_EXCLUDED if excluded is None else excluded
+    labels = list(labels)
+    if tissues is None:
+        return np.ones((1, len(labels)), dtype=bool)
+    keys = tissues.astype(str).str.lower().to_numpy()
+    table = {t: np.array([lab not in excluded.get(t, ()) for lab in labels]) for t in set(keys)}
+    return np.vstack([table[k] for k in keys]) if len(keys) else np.zeros((0, len(labels)), bool)
+
+
+def _best_two(values: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: index of the best allowed column, its value, and the margin to the second."""
+    masked = np.where(allowed, values, -np.inf)
+    order = np.argsort(-masked, axis=1, kind="stable")
+    best = order[:, 0]
+    rows = np.arange(len(values))
+    best_val = masked[rows, best]
+    second_val = masked[rows, order[:, 1]] if values.shape[1] > 1 else np.full(len(rows), -np.inf)
+    margin = np.where(np.isfinite(second_val), best_val - second_val, np.inf)
+    return best, best_val, margin
+
+
+def label_cells(
+    scores: pd.DataFrame,
+    tissues: pd.Series | None = None,
+    *,
+    excluded: Mapping[str, frozenset[str] | set[str]] | None = None,
+    min_score: float = 0.0,
+) -> pd.DataFrame:
+    """Per-cell label: the best-scoring set its tissue allows (``unassigned`` if <= min_score).
+
+    Returns columns label, score, margin (best minus second allowed score), indexed like
+    ``scores``.
+    """
+    labels = list(scores.columns)
+    if len(labels) < 2:
+        raise ValueError("annotation needs at least two marker sets to choose between")
+    allowed = allowed_mask(labels, None if tissues is None else tissues.loc[scores.index],
+                           excluded)
+    allowed = np.broadcast_to(allowed, scores.shape)
+    if not allowed.any(axis=1).all():
+        raise ValueError("some tissue excludes every marker set: check the exclusions")
+    best, best_val, margin = _best_two(scores.to_numpy(dtype=float), allowed)
+    label = np.array(labels, dtype=object)[best]
+    label[best_val <= min_score] = UNASSIGNED
+    return pd.DataFrame({"label": label, "score": best_val, "margin": margin},
+                        index=scores.index)
+
+
+def decide_clusters(
+    scores: pd.DataFrame,
+    cell_labels: pd.Series,
+    clusters: pd.Series,
+    tissues: pd.Series | None = None,
+    *,
+    excluded: Mapping[str, frozenset[str] | set[str]] | None = None,
+    min_score: float = 0.0,
+    min_margin: float = 0.05,
+    min_fraction: float = 0.5,
+) -> pd.DataFrame:
+    """Cluster-level decision per (cluster, tissue) from mean scores, with confidences.
+
+    ``margin`` is the best minus the second-best allowed mean score; ``fraction_agreeing``
+    the share of the group's cells whose own label equals the group's label. A group whose
+    best mean score is <= ``min_score``, or whose margin < ``min_margin``, or whose fraction
+    < ``min_fraction``, is ``unassigned``.
+    """
+    labels = list(scores.columns)
+    tissue = (pd.Series("", index=scores.index) if tissues is None
+              else tissues.loc[scores.index].astype(str))
+    keys = pd.DataFrame({"cluster": clusters.loc[scores.index].astype(str).to_numpy(),
+                         "tissue": tissue.to_numpy()}, index=scores.index)
+    grouped = scores.groupby([keys["cluster"], keys["tissue"]], sort=True)
+    means = grouped.mean()
+    sizes = grouped.size()
+    group_tissues = pd.Series(means.index.get_level_values("tissue"), index=means.index)
+    allowed = allowed_mask(labels, None if tissues is None else group_tissues, excluded)
+    allowed = np.broadcast_to(allowed, means.shape)
+    best, best_val, margin = _best_two(means.to_numpy(dtype=float), allowed)
+    masked = np.where(allowed, means.to_numpy(dtype=float), -np.inf)
+    second = np.argsort(-masked, axis=1, kind="stable")[:, 1] if len(labels) > 1 else best
+    rows = []
+    for i, (cluster, tis) in enumerate(means.index):
+        label = labels[best[i]]
+        members = keys.index[(keys["cluster"] == cluster) & (keys["tissue"] == tis)]
+        fraction = float((cell_labels.loc[members] == label).mean())
+        confident = best_val[i] > min_score and margin[i] >= min_margin
+        confident = confident and fraction >= min_fraction
+        rows.append({
+            "cluster": cluster, "tissue": tis, "label": label if confident else UNASSIGNED,
+            "margin": float(margin[i]), "fraction_agreeing": fraction,
+            "n_cells": int(sizes.loc[(cluster, tis)]), "best_score": float(best_val[i]),
+            "second_label": labels[second[i]],
+        })
+    return pd.DataFrame(rows)
+
+
+def _matrix(adata: AnnData, layer: str | None):
+    return adata.X if layer is None else adata.layers[layer]
+
+
+def _group_means(x, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean of each column of ``x`` per group (groups given as integer codes)."""
+    indicator = sp.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_groups, len(codes))
+    )
+    counts = np.asarray(indicator.sum(axis=1)).ravel()
+    sums = indicator @ x
+    sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
+    return sums / np.maximum(counts, 1)[:, None]
+
+
+def top_marker_genes(
+    adata: AnnData, groups: pd.Series, n_genes: int = 5, *, layer: str | None = None,
+    min_fraction: float = 0.25,
+) -> dict[str, list[str]]:
+    """Top genes per group by mean expression minus the mean in all other cells.
+
+    Only genes expressed (> 0) in at least ``min_fraction`` of the group's cells count.
+    Expects log-normalised values (``adata.X`` or ``layer``).
+    """
+    cats = pd.Categorical(groups.loc[adata.obs_names].astype(str))
+    codes = np.asarray(cats.codes)
+    x = _matrix(adata, layer)
+    n = len(cats.categories)
+    means = _group_means(x, codes, n)
+    binary = (x > 0).astype(np.float32) if sp.issparse(x) else (np.asarray(x) > 0).astype(float)
+    fractions = _group_means(binary, codes, n)
+    counts = np.bincount(codes, minlength=n).astype(float)
+    total = means * counts[:, None]
+    rest = (total.sum(axis=0)[None, :] - total) / np.maximum(len(codes) - counts, 1)[:, None]
+    diff = np.where(fractions >= min_fraction, means - rest, -np.inf)
+    names = np.asarray(adata.var_names)
+    out = {}
+    for i, cat in enumerate(cats.categories):
+        order = np.argsort(-diff[i], kind="stable")[:n_genes]
+        out[cat] = [names[j] for j in order if np.isfinite(diff[i, j])]
+    return out
+
+
+def _default_score_fn() -> ScoreFn:
+    from mscflow.scoring import score_gene_sets  # noqa: PLC0415  (sibling module)
+
+    return score_gene_sets
+
+
+def _present_sets(marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]],
+                  var_names: pd.Index) -> dict[str, list[str]]:
+    """Keep the genes present in the data; a set with none is an error naming it."""
+    present = set(var_names)
+    out = {}
+    for name, genes in marker_sets.items():
+        kept = [g for g in genes if g in present]
+        if not kept:
+            raise ValueError(
+                f"marker set {name!r} has none of its genes in the data "
+                f"({', '.join(list(genes)[:8])}...): match the sets to the data first "
+                "(mscflow.genesets.match_gene_sets) or fix the GMT file"
+            )
+        out[name] = kept
+    return out
+
+
+def annotate(
+    adata: AnnData,
+    marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]],
+    cluster_key: str = "leiden_1.0",
+    tissue_key: str | None = "tissue",
+    *,
+    scores: pd.DataFrame | None = None,
+    excluded: Mapping[str, frozenset[str] | set[str]] | None = None,
+    min_score: float = 0.0,
+    min_margin: float = 0.05,
+    min_fraction: float = 0.5,
+    n_top_genes: int = 5,
+    layer: str | None = None,
+    method: str = "scanpy",
+    random_state: int = 0,
+    score_fn: ScoreFn | None = None,
+    key_added: str = "celltype",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Label cells and clusters; write labels and confidences to ``adata.obs``.
+
+    ``marker_sets``: ``{label: genes}`` named as in the data (see
+    ``mscflow.genesets.match_gene_sets``); labels are the set names. ``tissue_key`` (obs
+    column, e.g. from the sample sheet) restricts labels via ``excluded`` (default
+    ``DEFAULT_EXCLUDED``); ``None`` or a missing column restricts nothing. ``scores``
+    (cells x sets) skips scoring; otherwise ``score_fn`` (default
+    ``mscflow.scoring.score_gene_sets``) is called with ``method``, ``layer`` and
+    ``random_state``.
+
+    Writes obs columns ``{key_added}`` (cluster-level label), ``{key_added}_cell``,
+    ``{key_added}_cell_margin``, ``{key_added}_margin`` and
+    ``{key_added}_fraction_agreeing``. Returns ``(per_cell, per_cluster)``: per_cell has
+    those columns plus ``score_<set>``; per_cluster has ``CLUSTER_COLUMNS``.
+    """
+    if cluster_key not in adata.obs:
+        raise KeyError(f"cluster column {cluster_key!r} not in adata.obs: cluster first")
+    tissues = None
+    if tissue_key is not None and tissue_key in adata.obs:
+        tissues = adata.obs[tissue_key].astype(str)
+    sets = _present_sets(marker_sets, adata.var_names)
+    if scores is None:
+        fn = score_fn or _default_score_fn()
+        scores = fn(adata, sets, method=method, layer=layer, random_state=random_state)
+    scores = scores.loc[adata.obs_names, list(sets)]
+    cells = label_cells(scores, tissues, excluded=excluded, min_score=min_score)
+    clusters = adata.obs[cluster_key].astype(str)
+    per_cluster = decide_clusters(
+        scores, cells["label"], clusters, tissues, excluded=excluded, min_score=min_score,
+        min_margin=min_margin, min_fraction=min_fraction,
+    )
+    tissue_str = tissues if tissues is not None else pd.Series("", index=adata.obs_names)
+    group = clusters + "|" + tissue_str.astype(str)
+    tops = top_marker_genes(adata, group, n_top_genes, layer=layer)
+    group_keys = per_cluster["cluster"] + "|" + per_cluster["tissue"]
+    per_cluster["top_marker_genes"] = [",".join(tops.get(k, [])) for k in group_keys]
+    per_cluster = per_cluster[CLUSTER_COLUMNS]
+    lookup = per_cluster.set_index(per_cluster["cluster"] + "|" + per_cluster["tissue"])
+    per_cell = pd.DataFrame({
+        "cluster": clusters,
+        "tissue": tissue_str,
+        key_added: lookup.loc[group, "label"].to_numpy(),
+        f"{key_added}_cell": cells["label"],
+        f"{key_added}_cell_margin": cells["margin"],
+        f"{key_added}_margin": lookup.loc[group, "margin"].to_numpy(),
+        f"{key_added}_fraction_agreeing": lookup.loc[group, "fraction_agreeing"].to_numpy(),
+    }, index=adata.obs_names)
+    for col in per_cell.columns[2:]:
+        adata.obs[col] = per_cell[col]
+    adata.obs[key_added] = adata.obs[key_added].astype("category")
+    per_cell = per_cell.join(scores.add_prefix("score_"))
+    return per_cell, per_cluster
+
+
+def marker_dotplot_data(
+    adata: AnnData,
+    marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]],
+    groupby: str = "celltype",
+    *,
+    layer: str | None = None,
+) -> pd.DataFrame:
+    """Long table for a dot plot of marker sets by label.
+
+    One row per (group, set, gene present in the data) with mean_expression (mean of
+    ``adata.X``/``layer`` over the group's cells), fraction_expressing (> 0) and n_cells.
+    """
+    if groupby not in adata.obs:
+        raise KeyError(f"{groupby!r} not in adata.obs: run annotate() first")
+    cats = pd.Categorical(adata.obs[groupby].astype(str))
+    codes = np.asarray(cats.codes)
+    present = pd.Index(adata.var_names)
+    pairs = [(s, g) for s, genes in marker_sets.items() for g in genes if g in present]
+    if not pairs:
+        raise ValueError("no marker gene is present in the data")
+    genes = list(dict.fromkeys(g for _, g in pairs))
+    x = _matrix(adata[:, genes], layer)
+    n = len(cats.categories)
+    means = _group_means(x, codes, n)
+    binary = (x > 0).astype(np.float32) if sp.issparse(x) else (np.asarray(x) > 0).astype(float)
+    fractions = _group_means(binary, codes, n)
+    sizes = np.bincount(codes, minlength=n)
+    col = {g: j for j, g in enumerate(genes)}
+    rows = [
+        {"group": cat, "set": s, "gene": g, "mean_expression": float(means[i, col[g]]),
+         "fraction_expressing": float(fractions[i, col[g]]), "n_cells": int(sizes[i])}
+        for i, cat in enumerate(cats.categories) for s, g in pairs
+    ]
+    return pd.DataFrame(rows)
