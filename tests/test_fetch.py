@@ -504,10 +504,13 @@ def test_shipped_presets_are_complete_and_honest():
         assert overrides.get("species") in ("mouse", "human"), name
         rows = fetch.read_sheet(samples)
         assert rows and SHEET_COLUMNS <= set(rows[0]), (name, set(rows[0]))
-        for row in rows:
-            assert row["url"].startswith("https://"), (name, row)
-            assert row["format"] in fetch.FORMATS, (name, row)
+        for row in rows:  # placeholders are spelled out, never invented values
+            assert row["url"].startswith("https://") or row["url"] == "TO_VERIFY", (name, row)
+            assert row["format"] in fetch.FORMATS or row["format"].startswith("UNSUPPORTED_")
             assert row["sha256"] == "TO_VERIFY" or fetch.SHA256_RE.match(row["sha256"])
+            if "TO_VERIFY" in row.values() or row["format"] not in fetch.FORMATS:
+                with pytest.raises(fetch.SampleSheetError):  # refused with a clear message
+                    fetch.url_sample_from_row(row)
 
 
 # --------------------------------------------------------------------------- workflow level
