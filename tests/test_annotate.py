@@ -1,0 +1,173 @@
+"""Annotation: unit behaviour on small tables, and real Tabula Muris lung calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+
+from mscflow import annotate as an
+from mscflow import genesets as gs
+
+ROOT = Path(__file__).resolve().parents[1]
+TM_LUNG = ROOT / "tests" / "data" / "tabula-muris-lung-10X_P7_8"
+GENESETS = ROOT / "resources" / "genesets"
+
+
+def _scores(rows: dict[str, list[float]], cols: list[str]) -> pd.DataFrame:
+    return pd.DataFrame.from_dict(rows, orient="index", columns=cols)
+
+
+# ---------------------------------------------------------------- unit tests
+def test_label_cells_respects_tissue_and_min_score():
+    cols = ["kupffer_cell", "alveolar_macrophage", "momf"]
+    scores = _scores({"a": [2.0, 1.0, 0.2], "b": [2.0, 1.0, 0.2], "c": [-0.1, -0.3, -0.2]},
+                     cols)
+    tissues = pd.Series({"a": "lung", "b": "liver", "c": "lung"})
+    out = an.label_cells(scores, tissues)
+    assert out["label"].tolist() == ["alveolar_macrophage", "kupffer_cell", an.UNASSIGNED]
+    assert out.loc["a", "margin"] == pytest.approx(0.8)  # 1.0 - 0.2: Kupffer not allowed
+    assert out.loc["b", "margin"] == pytest.approx(1.8)  # 2.0 - 0.2: AM not allowed
+    # unknown tissue / no tissue: nothing excluded
+    assert an.label_cells(scores, None)["label"].tolist()[:2] == ["kupffer_cell"] * 2
+    custom = an.label_cells(scores, tissues, excluded={"lung": {"alveolar_macrophage"}})
+    assert custom.loc["a", "label"] == "kupffer_cell"
+
+
+def test_decide_clusters_confidence_and_unassigned():
+    cols = ["t_cell", "nk_cell", "b_cell"]
+    scores = _scores({
+        "c1": [1.0, 0.1, 0.0], "c2": [0.9, 0.2, 0.0], "c3": [0.2, 0.8, 0.0],   # cluster 0
+        "c4": [0.5, 0.45, 0.0], "c5": [0.45, 0.5, 0.0],                        # cluster 1
+        "c6": [-0.2, -0.3, -0.1],                                              # cluster 2
+    }, cols)
+    clusters = pd.Series({"c1": "0", "c2": "0", "c3": "0", "c4": "1", "c5": "1", "c6": "2"})
+    cells = an.label_cells(scores)
+    out = an.decide_clusters(scores, cells["label"], clusters, min_margin=0.1).set_index(
+        "cluster")
+    assert out.loc["0", "label"] == "t_cell"
+    assert out.loc["0", "fraction_agreeing"] == pytest.approx(2 / 3)
+    assert out.loc["0", "margin"] == pytest.approx(0.7 - 1.1 / 3)
+    assert out.loc["0", "n_cells"] == 3 and out.loc["0", "second_label"] == "nk_cell"
+    assert out.loc["1", "label"] == an.UNASSIGNED  # margin 0 < 0.1
+    assert out.loc["2", "label"] == an.UNASSIGNED  # best mean score <= 0
+    strict = an.decide_clusters(scores, cells["label"], clusters, min_fraction=0.9)
+    assert strict.set_index("cluster").loc["0", "label"] == an.UNASSIGNED
+
+
+def _toy_adata() -> ad.AnnData:
+    rng = np.random.default_rng(0)
+    genes = ["A1", "A2", "A3", "B1", "B2", "B3"] + [f"bg{i}" for i in range(60)]
+    x = rng.poisson(0.3, size=(40, len(genes))).astype(np.float32)
+    x[:20, :3] += 5
+    x[20:, 3:6] += 5
+    adata = ad.AnnData(sp.csr_matrix(np.log1p(x)),
+                       obs=pd.DataFrame(index=[f"c{i}" for i in range(40)]),
+                       var=pd.DataFrame(index=genes))
+    adata.obs["clus"] = ["0"] * 20 + ["1"] * 20
+    adata.obs["tissue"] = ["lung"] * 10 + ["liver"] * 10 + ["lung"] * 20
+    return adata
+
+
+def test_annotate_writes_obs_and_tables():
+    adata = _toy_adata()
+    markers = {"t_cell": ["A1", "A2", "A3", "nope"], "b_cell": ["B1", "B2", "B3"]}
+    per_cell, per_cluster = an.annotate(adata, markers, cluster_key="clus")
+    assert list(per_cluster.columns) == an.CLUSTER_COLUMNS
+    assert per_cluster[["cluster", "tissue", "label", "n_cells"]].values.tolist() == [
+        ["0", "liver", "t_cell", 10], ["0", "lung", "t_cell", 10], ["1", "lung", "b_cell", 20],
+    ]
+    top = per_cluster.set_index(["cluster", "tissue"]).loc[("1", "lung"), "top_marker_genes"]
+    assert set(top.split(",")[:3]) == {"B1", "B2", "B3"}
+    assert adata.obs["celltype"].tolist() == ["t_cell"] * 20 + ["b_cell"] * 20
+    for col in ["celltype_cell", "celltype_cell_margin", "celltype_margin",
+                "celltype_fraction_agreeing"]:
+        assert col in adata.obs and col in per_cell
+    assert {"score_t_cell", "score_b_cell"} <= set(per_cell.columns)
+    dot = an.marker_dotplot_data(adata, markers)
+    assert len(dot) == 2 * 6  # 2 labels x 6 genes present
+    a1 = dot[(dot["group"] == "t_cell") & (dot["gene"] == "A1")].iloc[0]
+    assert a1["fraction_expressing"] == 1.0 and a1["n_cells"] == 20
+    b1 = dot[(dot["group"] == "t_cell") & (dot["gene"] == "B1")].iloc[0]
+    assert b1["mean_expression"] < a1["mean_expression"]
+
+
+def test_annotate_errors():
+    adata = _toy_adata()
+    with pytest.raises(ValueError, match="'x' has none of its genes"):
+        an.annotate(adata, {"x": ["Q1", "Q2"], "b_cell": ["B1"]}, cluster_key="clus")
+    with pytest.raises(KeyError, match="cluster first"):
+        an.annotate(adata, {"t_cell": ["A1"], "b_cell": ["B1"]}, cluster_key="leiden_9")
+
+
+# ---------------------------------------------------------------- real data
+@pytest.fixture(scope="module")
+def tm_lung():
+    adata = sc.read_10x_mtx(TM_LUNG)
+    adata = adata[:, adata.var_names != "zsGreen_transgene"].copy()  # one 1.27M-UMI cell
+    sc.pp.filter_cells(adata, min_genes=200)
+    sc.pp.filter_genes(adata, min_cells=3)
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.highly_variable_genes(adata, n_top_genes=2000)
+    sc.pp.pca(adata, n_comps=30, random_state=0, mask_var="highly_variable")
+    sc.pp.neighbors(adata, n_neighbors=15, random_state=0)
+    sc.tl.leiden(adata, resolution=1.0, random_state=0, key_added="leiden_1.0",
+                 flavor="igraph", n_iterations=2, directed=False)
+    adata.obs["tissue"] = "lung"
+    markers = gs.read_gmt(GENESETS / "celltype_markers_mouse.gmt")
+    synonyms = gs.read_synonyms(GENESETS / "symbol_synonyms.tsv")
+    matched, report = gs.match_gene_sets(markers, adata.var_names, set_species="mouse",
+                                         data_species="mouse", min_genes=3,
+                                         synonyms=synonyms)
+    per_cell, per_cluster = an.annotate(adata, matched)
+    return adata, matched, report, per_cell, per_cluster
+
+
+def _leading_cluster(adata, genes: list[str]) -> str:
+    expr = pd.DataFrame(adata[:, genes].X.toarray(), index=adata.obs_names, columns=genes)
+    means = expr.groupby(adata.obs["leiden_1.0"], observed=True).mean()
+    return str((means / means.max()).mean(axis=1).idxmax())
+
+
+def test_tabula_muris_lung_calls(tm_lung):
+    adata, matched, report, per_cell, per_cluster = tm_lung
+    assert "Chil3->Chi3l3" in report.set_index("set").loc["alveolar_macrophage", "renamed"]
+    labels = per_cluster.set_index("cluster")["label"]
+    expected = {
+        ("Marco", "Ear2", "Chi3l3", "Car4"): {"alveolar_macrophage"},
+        ("Ly6c2", "Ccr2"): {"classical_monocyte", "nonclassical_monocyte"},
+        ("S100a8", "Retnlg"): {"neutrophil"},
+        ("Ncr1", "Nkg7"): {"nk_cell"},
+    }
+    for genes, allowed in expected.items():
+        cluster = _leading_cluster(adata, list(genes))
+        assert labels[cluster] in allowed, (genes, cluster, labels[cluster])
+        assert per_cluster.set_index("cluster").loc[cluster, "fraction_agreeing"] >= 0.8
+    forbidden = {"kupffer_cell", "hepatocyte"}
+    assert not forbidden & set(adata.obs["celltype"]) and not forbidden & set(
+        adata.obs["celltype_cell"])
+    # the macrophage call holds per cell too: >= 90% of the AM cluster's cells agree
+    am = per_cluster.loc[per_cluster["label"] == "alveolar_macrophage", "cluster"]
+    am_cells = adata.obs["leiden_1.0"].astype(str).isin(am)
+    assert (adata.obs.loc[am_cells, "celltype_cell"] == "alveolar_macrophage").mean() >= 0.9
+
+
+def test_tabula_muris_without_tissue_still_no_liver_types(tm_lung):
+    adata, matched, *_ = tm_lung
+    copy = adata.copy()
+    _, per_cluster = an.annotate(copy, matched, tissue_key=None, key_added="ct")
+    assert not {"kupffer_cell", "hepatocyte"} & set(per_cluster["label"])
+
+
+def test_dotplot_on_real_labels(tm_lung):
+    adata, matched, *_ = tm_lung
+    dot = an.marker_dotplot_data(adata, matched)
+    marco = dot[(dot["gene"] == "Marco") & (dot["set"] == "alveolar_macrophage")]
+    best = marco.sort_values("mean_expression").iloc[-1]
+    assert best["group"] == "alveolar_macrophage" and best["fraction_expressing"] > 0.5
