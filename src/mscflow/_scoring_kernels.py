@@ -40,13 +40,15 @@ def _lower_bound(indices, lo, hi, value):
     return lo
 
 
-@nb.njit(cache=True, nogil=True)
-def _stats_slice(data, indices, indptr, g_lo, g_hi, sums, sums64, sumsq64, nnz, want64, out):
-    """Accumulate statistics of genes in ``[g_lo, g_hi)`` over all rows, sequential in rows."""
+@nb.njit(cache=True, nogil=True, inline="always")
+def _stats_slice(
+    data, indices, indptr, g_lo, g_hi, sums, sums64, sumsq64, nnz, want64, want_nnz, out
+):
+    """Accumulate statistics of genes in ``[g_lo, g_hi)`` over all rows, sequential in rows.
+
+    Always inlined with literal ``want64``/``want_nnz`` so unused statistics cost nothing.
+    """
     n_rows = indptr.shape[0] - 1
-    vmax = -np.inf
-    vmin = np.inf
-    nonint = False
     bad = False
     count = 0
     for r in range(n_rows):
@@ -57,8 +59,7 @@ def _stats_slice(data, indices, indptr, g_lo, g_hi, sums, sums64, sumsq64, nnz, 
         prev = g_lo
         for k in range(lo, hi):
             g = indices[k]
-            if g < prev or g >= g_hi:
-                bad = True
+            bad |= (g < prev) | (g >= g_hi)
             prev = g
             v = data[k]
             sums[g] += v
@@ -66,35 +67,51 @@ def _stats_slice(data, indices, indptr, g_lo, g_hi, sums, sums64, sumsq64, nnz, 
                 v64 = np.float64(v)
                 sums64[g] += v64
                 sumsq64[g] += v64 * v64
-            if v != 0:
-                nnz[g] += 1
-            if v > vmax:
-                vmax = v
-            if v < vmin:
-                vmin = v
-            if v != np.floor(v):
-                nonint = True
+            if want_nnz:
+                nnz[g] += v != 0
         count += hi - lo
     out[STAT_UNSORTED] = 1.0 if bad else 0.0
-    out[STAT_MAX] = vmax
-    out[STAT_MIN] = vmin
-    out[STAT_NONINT] = 1.0 if nonint else 0.0
     out[STAT_COUNT] = count
 
 
 @nb.njit(parallel=True, cache=True)
-def gene_stats_split(data, indices, indptr, bounds, sums, sums64, sumsq64, nnz, want64):
-    """Per-gene sums (matrix dtype, scipy order), float64 sums/sum of squares, non-zero counts.
+def gene_sums_split(data, indices, indptr, bounds, sums):
+    """Per-gene sums in the matrix dtype, in scipy's (row) order; genes split over threads.
 
-    ``bounds`` splits the genes into ``len(bounds) - 1`` ranges processed in parallel.
-    Returns an array ``(n_parts, N_STAT)`` of flags; see the ``STAT_*`` constants.
+    Returns ``(n_parts, N_STAT)`` flags; see the ``STAT_*`` constants.
     """
     n_parts = bounds.shape[0] - 1
     res = np.zeros((n_parts, N_STAT))
     for p in nb.prange(n_parts):
         _stats_slice(
-            data, indices, indptr, bounds[p], bounds[p + 1], sums, sums64, sumsq64, nnz,
-            want64, res[p],
+            data, indices, indptr, bounds[p], bounds[p + 1], sums, sums, sums, sums,
+            False, False, res[p],
+        )
+    return res
+
+
+@nb.njit(parallel=True, cache=True)
+def gene_nnz_split(data, indices, indptr, bounds, sums, nnz):
+    """Like :func:`gene_sums_split`, also counting non-zero values per gene."""
+    n_parts = bounds.shape[0] - 1
+    res = np.zeros((n_parts, N_STAT))
+    for p in nb.prange(n_parts):
+        _stats_slice(
+            data, indices, indptr, bounds[p], bounds[p + 1], sums, sums, sums, nnz,
+            False, True, res[p],
+        )
+    return res
+
+
+@nb.njit(parallel=True, cache=True)
+def gene_moments_split(data, indices, indptr, bounds, sums, sums64, sumsq64):
+    """Like :func:`gene_sums_split`, also float64 sums and sums of squares per gene."""
+    n_parts = bounds.shape[0] - 1
+    res = np.zeros((n_parts, N_STAT))
+    for p in nb.prange(n_parts):
+        _stats_slice(
+            data, indices, indptr, bounds[p], bounds[p + 1], sums, sums64, sumsq64, sums,
+            True, False, res[p],
         )
     return res
 
@@ -176,30 +193,54 @@ def gene_stats_dense(x, bounds, sums, sums64, sumsq64, nnz, want64):
 # in no set, so the inner loop is one predictable branch plus a vectorised multiply-add.
 
 ROW_BLOCK = 512
+LANES = 8  # sets scored together; weights are stored as (n_groups, n_genes_active, LANES)
 
 
 @nb.njit(parallel=True, cache=True)
-def score_linear_csr(data, indices, indptr, gene_row, w, offset, out):
-    """Write linear scores of every CSR row into ``out`` (rows x sets, float64)."""
+def score_linear_csr(data, indices, indptr, gene_row, w3, offset, out):
+    """Write linear scores of every CSR row into ``out`` (rows x sets, float64).
+
+    ``w3[grp, j, lane]`` is the weight of active gene ``j`` (``gene_row[g]``, -1 = no set)
+    for set ``grp * LANES + lane``; padding lanes are zero.  Each row's active entries are
+    gathered once, then every group of ``LANES`` sets is a register-resident multiply-add.
+    """
     n_rows = indptr.shape[0] - 1
-    n_sets = w.shape[1]
+    n_sets = out.shape[1]
+    n_groups = w3.shape[0]
     n_blocks = (n_rows + ROW_BLOCK - 1) // ROW_BLOCK
+    max_len = 0
+    for r in range(n_rows):
+        max_len = max(max_len, indptr[r + 1] - indptr[r])
     for b in nb.prange(n_blocks):
         r0 = b * ROW_BLOCK
         r1 = min(r0 + ROW_BLOCK, n_rows)
+        act_j = np.empty(max_len, dtype=np.int32)
+        act_v = np.empty(max_len, dtype=np.float64)
         for r in range(r0, r1):
-            acc = out[r]
-            for s in range(n_sets):
-                acc[s] = 0.0
+            n_act = 0
             for k in range(indptr[r], indptr[r + 1]):
                 j = gene_row[indices[k]]
-                if j >= 0:
-                    v = np.float64(data[k])
-                    wj = w[j]
-                    for s in range(n_sets):
-                        acc[s] += v * wj[s]
-            for s in range(n_sets):
-                acc[s] += offset[s]
+                act_j[n_act] = j
+                act_v[n_act] = data[k]
+                n_act += j >= 0
+            for grp in range(n_groups):
+                wg = w3[grp]
+                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+                for q in range(n_act):
+                    v = act_v[q]
+                    wj = wg[act_j[q]]
+                    a0 += v * wj[0]
+                    a1 += v * wj[1]
+                    a2 += v * wj[2]
+                    a3 += v * wj[3]
+                    a4 += v * wj[4]
+                    a5 += v * wj[5]
+                    a6 += v * wj[6]
+                    a7 += v * wj[7]
+                s0 = grp * LANES
+                acc = (a0, a1, a2, a3, a4, a5, a6, a7)
+                for lane in range(min(LANES, n_sets - s0)):
+                    out[r, s0 + lane] = acc[lane] + offset[s0 + lane]
 
 
 # ---------------------------------------------------------------------------------------

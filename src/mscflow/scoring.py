@@ -33,7 +33,6 @@ Methods
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -283,9 +282,8 @@ class GeneStats:
     sumsq64: np.ndarray  # float64 sums of squares
     nnz: np.ndarray  # number of non-zero values per gene
     n_obs: int
-    vmax: float
-    vmin: float
-    integer_valued: bool
+    vmax: float  # largest finite value in a row sample
+    integer_valued: bool  # sampled values all integers
 
 
 def _split_bounds(weights: np.ndarray, n_parts: int) -> np.ndarray:
@@ -313,44 +311,68 @@ def _column_weights(c: Any, n_vars: int, n_sample: int = 512) -> np.ndarray:
     return np.bincount(idx, minlength=n_vars).astype(np.float64) + 1.0
 
 
+def _sample_values(c: Any, n_sample: int = 1000) -> np.ndarray:
+    """Stored values of a few evenly spaced rows of a chunk (for the raw-counts check)."""
+    n = c.shape[0]
+    if n == 0:
+        return np.zeros(0)
+    rows = np.unique(np.linspace(0, n - 1, min(n, n_sample)).astype(np.int64))
+    if isinstance(c, np.ndarray):
+        return c[rows].ravel()
+    return np.concatenate([c.data[c.indptr[r] : c.indptr[r + 1]] for r in rows])
+
+
 def gene_stats(
-    mat: _Matrix, chunks: list[tuple[int, int]], *, want64: bool, n_parts: int
+    mat: _Matrix, chunks: list[tuple[int, int]], *, want: str, n_parts: int
 ) -> GeneStats:
-    """Stream the matrix once and return per-gene sums, squares and non-zero counts."""
+    """Stream the matrix once and return per-gene statistics.
+
+    ``want`` is ``"sums"`` (sums in the matrix dtype only), ``"nnz"`` (also non-zero
+    counts) or ``"moments"`` (also float64 sums and sums of squares).  The value range and
+    integer check come from a sample of rows of the first chunk.
+    """
     g = mat.n_vars
+    want64 = want == "moments"
     sums = np.zeros(g, dtype=mat.dtype)
     sums64 = np.zeros(g if want64 else 1, dtype=np.float64)
     sumsq64 = np.zeros(g if want64 else 1, dtype=np.float64)
-    nnz = np.zeros(g, dtype=np.int64)
-    vmax, vmin, nonint = -np.inf, np.inf, False
+    nnz = np.zeros(g if want == "nnz" else 1, dtype=np.int64)
+    sample = np.zeros(0)
     bounds = None
     for a, b in chunks:
         c = _read_chunk(mat, a, b)
+        if a == chunks[0][0]:
+            sample = _sample_values(c)
         if isinstance(c, np.ndarray):
             if bounds is None:
                 bounds = _split_bounds(np.ones(g), n_parts)
-            res = K.gene_stats_dense(c, bounds, sums, sums64, sumsq64, nnz, want64)
+            if want != "nnz":
+                nnz = np.zeros(g, dtype=np.int64)
+            K.gene_stats_dense(c, bounds, sums, sums64, sumsq64, nnz, want64)
+            continue
+        data, indices, indptr = _csr_parts(c)
+        if bounds is None:
+            bounds = _split_bounds(_column_weights(c, g), n_parts)
+        backup = (sums.copy(), sums64.copy(), sumsq64.copy(), nnz.copy())
+        if want == "sums":
+            res = K.gene_sums_split(data, indices, indptr, bounds, sums)
+        elif want == "nnz":
+            res = K.gene_nnz_split(data, indices, indptr, bounds, sums, nnz)
         else:
-            data, indices, indptr = _csr_parts(c)
-            if bounds is None:
-                bounds = _split_bounds(_column_weights(c, g), n_parts)
-            backup = (sums.copy(), sums64.copy(), sumsq64.copy(), nnz.copy())
-            res = K.gene_stats_split(
-                data, indices, indptr, bounds, sums, sums64, sumsq64, nnz, want64
+            res = K.gene_moments_split(data, indices, indptr, bounds, sums, sums64, sumsq64)
+        expected = int(indptr[-1] - indptr[0])
+        if res[:, K.STAT_UNSORTED].any() or int(res[:, K.STAT_COUNT].sum()) != expected:
+            sums[:], sums64[:], sumsq64[:], nnz[:] = backup
+            full_nnz = nnz if want == "nnz" else np.zeros(g, dtype=np.int64)
+            K.gene_stats_sequential(
+                data, indices, indptr, sums, sums64, sumsq64, full_nnz, want64
             )
-            expected = int(indptr[-1] - indptr[0])
-            if res[:, K.STAT_UNSORTED].any() or int(res[:, K.STAT_COUNT].sum()) != expected:
-                sums[:], sums64[:], sumsq64[:], nnz[:] = backup
-                res = K.gene_stats_sequential(
-                    data, indices, indptr, sums, sums64, sumsq64, nnz, want64
-                )
-            if chunks and bounds is not None and a == chunks[0][0] and len(chunks) > 1:
-                bounds = _split_bounds(nnz.astype(np.float64) + 1.0, n_parts)
-        if res.shape[0]:
-            vmax = max(vmax, float(res[:, K.STAT_MAX].max()))
-            vmin = min(vmin, float(res[:, K.STAT_MIN].min()))
-            nonint = nonint or bool(res[:, K.STAT_NONINT].any())
-    return GeneStats(sums, sums64, sumsq64, nnz, mat.n_obs, vmax, vmin, not nonint)
+        if len(chunks) > 1 and a == chunks[0][0]:
+            bounds = _split_bounds(_column_weights(c, g, n_sample=4096), n_parts)
+    finite = sample[np.isfinite(sample)]
+    vmax = float(finite.max()) if finite.size else 0.0
+    integer = bool(np.all(finite == np.floor(finite)))
+    return GeneStats(sums, sums64, sumsq64, nnz, mat.n_obs, vmax, integer)
 
 
 def _check_values(stats: GeneStats, method: str, genes: pd.Index) -> None:
@@ -358,7 +380,7 @@ def _check_values(stats: GeneStats, method: str, genes: pd.Index) -> None:
     bad = ~np.isfinite(stats.sums)
     if stats.sums64.shape[0] == len(genes):
         bad |= ~np.isfinite(stats.sums64)
-    if bad.any() or not np.isfinite([stats.vmax, stats.vmin]).all() and stats.vmax >= stats.vmin:
+    if bad.any():
         names = genes[bad][:10].tolist()
         raise ValueError(
             f"matrix contains NaN or infinite values (genes e.g. {names}); replace or remove "
@@ -465,7 +487,7 @@ def scanpy_control_genes(
 
 
 def _compact(w_full: dict[int, np.ndarray], n_vars: int, n_sets: int):
-    """Turn per-gene weight rows into (gene_row map, compact weight matrix)."""
+    """Turn per-gene weight rows into (gene_row map, compact weights genes x sets)."""
     gene_row = np.full(n_vars, -1, dtype=np.int32)
     order = np.array(sorted(w_full), dtype=np.int64)
     w = np.zeros((len(order), n_sets), dtype=np.float64)
@@ -473,6 +495,15 @@ def _compact(w_full: dict[int, np.ndarray], n_vars: int, n_sets: int):
         gene_row[g] = j
         w[j] = w_full[g]
     return gene_row, w
+
+
+def _lane_layout(w: np.ndarray) -> np.ndarray:
+    """Reshape compact weights (genes x sets) to the kernel's (groups, genes, LANES) layout."""
+    n_genes, n_sets = w.shape
+    n_groups = max(1, -(-n_sets // K.LANES))
+    padded = np.zeros((n_genes, n_groups * K.LANES), dtype=np.float64)
+    padded[:, :n_sets] = w
+    return np.ascontiguousarray(padded.reshape(n_genes, n_groups, K.LANES).transpose(1, 0, 2))
 
 
 def _linear_weights(
@@ -653,7 +684,8 @@ def score_gene_sets(
     names = list(sets)
     out = np.zeros((mat.n_obs, len(sets)), dtype=np.float64)
     with _threads(n_threads) as nt:
-        stats = gene_stats(mat, chunks, want64=method in ("zscore", "mean"), n_parts=nt)
+        want = {"zscore": "moments", "aucell": "nnz"}.get(method, "sums")
+        stats = gene_stats(mat, chunks, want=want, n_parts=nt)
         _check_values(stats, method, genes)
         if method == "aucell":
             setup = _aucell_setup(sets, stats, genes, n_up)
@@ -689,6 +721,7 @@ def _run_linear(
     """Stream the chunks through the linear kernel (sparse) or a BLAS product (dense)."""
     used = np.flatnonzero(gene_row >= 0)
     w_dense = None
+    w3 = _lane_layout(w)
     for a, b in chunks:
         c = _read_chunk(mat, a, b)
         if isinstance(c, np.ndarray):
@@ -698,7 +731,7 @@ def _run_linear(
             out[a:b] = block @ w_dense + offset
         else:
             data, indices, indptr = _csr_parts(c)
-            K.score_linear_csr(data, indices, indptr, gene_row, w, offset, out[a:b])
+            K.score_linear_csr(data, indices, indptr, gene_row, w3, offset, out[a:b])
 
 
 def _run_aucell(mat: _Matrix, chunks: list[tuple[int, int]], setup: tuple, out: np.ndarray) -> None:
