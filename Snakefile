@@ -1,0 +1,26 @@
+# mscflow: scRNA-seq of lung and liver after MSC infusion.
+# QC -> clustering -> gene-set scoring -> annotation -> summaries and report.
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/qc.smk"
+include: "workflow/rules/cluster.smk"
+include: "workflow/rules/scoring.smk"
+include: "workflow/rules/annotate.smk"
+include: "workflow/rules/summary.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

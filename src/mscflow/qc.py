@@ -1,0 +1,178 @@
+"""Per-sample quality control: metrics, adaptive outlier flags, doublets, filtering."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from scipy.stats import median_abs_deviation
+
+log = logging.getLogger(__name__)
+
+# Gene-name patterns per species for the QC gene families.
+GENE_PATTERNS: dict[str, dict[str, str]] = {
+    "mouse": {"mt": r"^mt-", "ribo": r"^Rp[sl]\d", "hb": r"^Hb[ab]-"},
+    "human": {"mt": r"^MT-", "ribo": r"^RP[SL]\d", "hb": r"^HB[ABDEGMQZ]\d*$"},
+}
+
+FLAG_COLUMNS = (
+    "qc_low_counts", "qc_high_counts", "qc_low_genes", "qc_high_genes",
+    "qc_high_mito", "qc_dominant_feature",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class QCThresholds:
+    """Settings of the outlier rules (config section ``qc``)."""
+
+    nmads_counts: float = 5.0
+    nmads_genes: float = 5.0
+    nmads_mito: float = 5.0
+    min_counts: int = 500
+    min_genes: int = 200
+    pct_mito_floor: float = 15.0
+    max_pct_mito: float = 25.0
+    max_top_feature_fraction: float = 0.5
+
+    @classmethod
+    def from_config(cls, qc: Mapping) -> QCThresholds:
+        """Build from the config's ``qc`` mapping (unknown keys are ignored here)."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in qc.items() if k in names})
+
+
+def add_qc_metrics(adata: ad.AnnData, species: str) -> None:
+    """Add scanpy QC metrics for mitochondrial, ribosomal and haemoglobin genes (in place).
+
+    Also adds ``top_feature_fraction``: the share of a cell's counts in its largest gene
+    (catches transgene- or ambient-dominated barcodes).
+    """
+    if species not in GENE_PATTERNS:
+        raise ValueError(f"species '{species}' not supported; use one of {list(GENE_PATTERNS)}")
+    names = adata.var_names.to_series()
+    for family, pattern in GENE_PATTERNS[species].items():
+        adata.var[family] = names.str.contains(pattern, regex=True).to_numpy()
+    sc.pp.calculate_qc_metrics(adata, qc_vars=list(GENE_PATTERNS[species]), percent_top=None,
+                               log1p=True, inplace=True)
+    top = np.asarray(adata.X.max(axis=1).todense()).ravel()
+    total = adata.obs["total_counts"].to_numpy()
+    adata.obs["top_feature_fraction"] = np.divide(top, total, out=np.zeros_like(top),
+                                                  where=total > 0)
+    adata.obs["top_feature"] = adata.var_names[
+        np.asarray(adata.X.argmax(axis=1)).ravel()
+    ].to_numpy()
+
+
+def mad_bounds(values: np.ndarray, nmads: float) -> tuple[float, float]:
+    """Median -/+ nmads unscaled median absolute deviations."""
+    med = float(np.median(values))
+    mad = float(median_abs_deviation(values))
+    return med - nmads * mad, med + nmads * mad
+
+
+def flag_outliers(adata: ad.AnnData, thresholds: QCThresholds) -> dict[str, float]:
+    """Flag low-quality cells by MADs per sample plus hard floors (in place).
+
+    Returns the thresholds actually applied, on the natural scale.
+    """
+    obs = adata.obs
+    lo_c, hi_c = mad_bounds(obs["log1p_total_counts"].to_numpy(), thresholds.nmads_counts)
+    lo_g, hi_g = mad_bounds(obs["log1p_n_genes_by_counts"].to_numpy(), thresholds.nmads_genes)
+    _, hi_m = mad_bounds(obs["pct_counts_mt"].to_numpy(), thresholds.nmads_mito)
+    applied = {
+        "min_counts": max(float(np.expm1(lo_c)), float(thresholds.min_counts)),
+        "max_counts": float(np.expm1(hi_c)),
+        "min_genes": max(float(np.expm1(lo_g)), float(thresholds.min_genes)),
+        "max_genes": float(np.expm1(hi_g)),
+        "max_pct_mito": min(max(hi_m, float(thresholds.pct_mito_floor)),
+                            float(thresholds.max_pct_mito)),
+        "max_top_feature_fraction": float(thresholds.max_top_feature_fraction),
+    }
+    obs["qc_low_counts"] = obs["total_counts"] < applied["min_counts"]
+    obs["qc_high_counts"] = obs["total_counts"] > applied["max_counts"]
+    obs["qc_low_genes"] = obs["n_genes_by_counts"] < applied["min_genes"]
+    obs["qc_high_genes"] = obs["n_genes_by_counts"] > applied["max_genes"]
+    obs["qc_high_mito"] = obs["pct_counts_mt"] > applied["max_pct_mito"]
+    obs["qc_dominant_feature"] = obs["top_feature_fraction"] > applied["max_top_feature_fraction"]
+    obs["qc_fail"] = obs[list(FLAG_COLUMNS)].any(axis=1)
+    return applied
+
+
+def score_doublets(adata: ad.AnnData, *, random_state: int, expected_rate: float,
+                   min_cells: int = 100) -> None:
+    """Scrublet doublet scores on the cells that passed QC (in place).
+
+    Adds ``doublet_score`` and ``predicted_doublet``; cells failing QC and samples with fewer
+    than ``min_cells`` passing cells get NaN / False (logged).
+    """
+    adata.obs["doublet_score"] = np.nan
+    adata.obs["predicted_doublet"] = False
+    keep = ~adata.obs["qc_fail"].to_numpy()
+    if keep.sum() < min_cells:
+        log.warning("only %d cells pass QC: doublet detection skipped", keep.sum())
+        return
+    sub = adata[keep].copy()
+    sc.pp.scrublet(sub, expected_doublet_rate=expected_rate, random_state=random_state,
+                   verbose=False)
+    adata.obs.loc[sub.obs_names, "doublet_score"] = sub.obs["doublet_score"].to_numpy()
+    adata.obs.loc[sub.obs_names, "predicted_doublet"] = sub.obs["predicted_doublet"].to_numpy(
+        dtype=bool)
+    adata.uns["scrublet_threshold"] = float(sub.uns["scrublet"]["threshold"])
+
+
+def summarise_sample(adata: ad.AnnData, sample: str, applied: Mapping[str, float]) -> pd.DataFrame:
+    """One-row table: cells in/out, cells per failure reason, thresholds applied."""
+    obs = adata.obs
+    row: dict[str, object] = {"sample": sample, "cells_in": adata.n_obs}
+    for flag in FLAG_COLUMNS:
+        row[f"n_{flag}"] = int(obs[flag].sum())
+    row["n_qc_fail"] = int(obs["qc_fail"].sum())
+    row["n_doublet"] = int(obs["predicted_doublet"].sum())
+    row["cells_out"] = int((~obs["qc_fail"] & ~obs["predicted_doublet"]).sum())
+    row.update({f"threshold_{k}": v for k, v in applied.items()})
+    row["threshold_doublet_score"] = adata.uns.get("scrublet_threshold", np.nan)
+    return pd.DataFrame([row])
+
+
+def run_sample_qc(adata: ad.AnnData, *, sample: str, species: str, thresholds: QCThresholds,
+                  random_state: int, expected_doublet_rate: float
+                  ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
+    """Metrics, flags and doublets for one sample.
+
+    Returns the filtered AnnData (raw counts in X), the per-cell metrics table of all
+    cells, and the one-row summary.
+    """
+    add_qc_metrics(adata, species)
+    applied = flag_outliers(adata, thresholds)
+    score_doublets(adata, random_state=random_state, expected_rate=expected_doublet_rate)
+    summary = summarise_sample(adata, sample, applied)
+    keep = ~adata.obs["qc_fail"].to_numpy() & ~adata.obs["predicted_doublet"].to_numpy()
+    metric_cols = [
+        "barcode", "total_counts", "n_genes_by_counts", "pct_counts_mt", "pct_counts_ribo",
+        "pct_counts_hb", "top_feature_fraction", "top_feature", *FLAG_COLUMNS, "qc_fail",
+        "doublet_score", "predicted_doublet",
+    ]  # fmt: skip
+    metrics = adata.obs[metric_cols].copy()
+    metrics.insert(0, "sample", sample)
+    metrics["kept"] = keep
+    filtered = adata[keep].copy()
+    return filtered, metrics.reset_index(names="cell"), summary
+
+
+def too_few_cells_message(summary: pd.DataFrame, minimum: int) -> str | None:
+    """Message naming the sample and per-reason counts when too few cells survive QC."""
+    row = summary.iloc[0]
+    if row["cells_out"] >= minimum:
+        return None
+    reasons = ", ".join(f"{f.removeprefix('qc_')}: {int(row[f'n_{f}'])}" for f in FLAG_COLUMNS)
+    return (
+        f"sample '{row['sample']}': only {int(row['cells_out'])} of {int(row['cells_in'])} "
+        f"cells pass QC (minimum qc.min_cells_per_sample = {minimum}); removed per reason: "
+        f"{reasons}, doublet: {int(row['n_doublet'])}. Relax the qc thresholds in "
+        "config.yaml, or set qc.on_too_few_cells: drop to continue without this sample."
+    )

@@ -1,0 +1,30 @@
+# Merge samples, normalise, HVG, PCA, neighbours, Leiden at several resolutions, UMAP, markers.
+
+
+rule cluster:
+    input:
+        h5ads=expand("results/qc/{sample}.h5ad", sample=SAMPLES),
+    output:
+        h5ad="results/cluster/clustered.h5ad",
+        markers="results/cluster/markers.tsv",
+        agreement=report(
+            "results/cluster/resolution_agreement.tsv",
+            caption="../report/resolution_agreement.rst",
+            category="2. Clustering",
+            labels={"table": "resolution comparison"},
+        ),
+    params:
+        cluster=config["cluster"],
+        seed=config["seed"],
+    log:
+        "logs/cluster/cluster.log",
+    benchmark:
+        "benchmarks/cluster/cluster.tsv"
+    threads: 2
+    resources:
+        mem_mb=mem_mb_for(3000, 12),
+        runtime=lambda wc, attempt: 60 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/cluster.py"

@@ -1,0 +1,30 @@
+# The embedded demo: a seeded generator writes every demo sample and the planted truth.
+
+
+rule make_demo:
+    input:
+        programmes=config["genesets"]["programmes"]["mouse"],
+        markers=config["genesets"]["markers"]["mouse"],
+    output:
+        directory(demo_outputs()["mtx"]),
+        demo_outputs()["files"],
+        sheet=f"{DEMO_DIR}/samples.tsv",
+        truth=f"{DEMO_DIR}/truth.tsv.gz",
+        planted=f"{DEMO_DIR}/planted_effects.tsv",
+    params:
+        outdir=lambda wc, output: os.path.dirname(output.sheet),
+        cells_per_sample=config["demo"].get("cells_per_sample", 1200),
+        replicates=config["demo"].get("replicates", 3),
+        seed=config["demo"].get("seed", 0),
+    log:
+        "logs/make_demo.log",
+    benchmark:
+        "benchmarks/make_demo.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 20 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/make_demo.py"

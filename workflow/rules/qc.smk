@@ -1,0 +1,65 @@
+# Per-sample QC: read, metrics, MAD outlier flags, scrublet doublets, filter.
+
+
+rule qc_sample:
+    input:
+        data=sample_input,
+    output:
+        h5ad="results/qc/{sample}.h5ad",
+        metrics="results/qc/{sample}_metrics.tsv.gz",
+        summary="results/qc/{sample}_summary.tsv",
+    params:
+        meta=lambda wc: sample_metadata(samples, wc.sample),
+        fmt=lambda wc: samples.loc[wc.sample, "format"],
+        layer=lambda wc: samples.loc[wc.sample, "layer"],
+        qc=config["qc"],
+        seed=config["seed"],
+    log:
+        "logs/qc/{sample}.log",
+    benchmark:
+        "benchmarks/qc/{sample}.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(1500, 8),
+        runtime=lambda wc, attempt: 20 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/qc_sample.py"
+
+
+rule qc_summary:
+    input:
+        summaries=expand("results/qc/{sample}_summary.tsv", sample=SAMPLES),
+        metrics=expand("results/qc/{sample}_metrics.tsv.gz", sample=SAMPLES),
+    output:
+        table=report(
+            "results/qc/qc_summary.tsv",
+            caption="../report/qc_summary.rst",
+            category="1. Quality control",
+            labels={"table": "cells removed per reason"},
+        ),
+        distributions=report(
+            "results/qc/plots/qc_distributions.png",
+            caption="../report/qc_distributions.rst",
+            category="1. Quality control",
+            labels={"figure": "QC distributions with thresholds"},
+        ),
+        doublets=report(
+            "results/qc/plots/doublet_scores.png",
+            caption="../report/doublet_scores.rst",
+            category="1. Quality control",
+            labels={"figure": "doublet scores"},
+        ),
+    log:
+        "logs/qc/qc_summary.log",
+    benchmark:
+        "benchmarks/qc/qc_summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(1000, 20),
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/qc_summary.py"

@@ -1,0 +1,78 @@
+# Summaries across samples and the figures of the report.
+
+
+rule summarise:
+    input:
+        h5ad="results/annotate/annotated.h5ad",
+    output:
+        sizes=report(
+            "results/summary/cluster_sizes.tsv",
+            caption="../report/cluster_sizes.rst",
+            category="2. Clustering",
+            labels={"table": "cluster sizes per sample"},
+        ),
+        mean_scores=report(
+            "results/summary/mean_scores.tsv",
+            caption="../report/mean_scores.rst",
+            category="3. Gene-set scores",
+            labels={"table": "mean scores per cluster and sample"},
+        ),
+    params:
+        cluster_key=default_cluster_key(),
+    log:
+        "logs/summary/summarise.log",
+    benchmark:
+        "benchmarks/summary/summarise.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(1500, 3),
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/summarise.py"
+
+
+rule plot_embeddings:
+    input:
+        h5ad="results/annotate/annotated.h5ad",
+    output:
+        overview=report(
+            "results/plots/umap_overview.png",
+            caption="../report/umap_overview.rst",
+            category="2. Clustering",
+            labels={"figure": "UMAP by cluster, sample, condition, cell type"},
+        ),
+        scores=report(
+            "results/plots/umap_scores.png",
+            caption="../report/umap_scores.rst",
+            category="3. Gene-set scores",
+            labels={"figure": "scores on UMAP"},
+        ),
+        violins=report(
+            "results/plots/score_violins.png",
+            caption="../report/score_violins.rst",
+            category="3. Gene-set scores",
+            labels={"figure": "scores by cell type and condition"},
+        ),
+        markers=report(
+            "results/plots/marker_dotplot.png",
+            caption="../report/marker_dotplot.rst",
+            category="2. Clustering",
+            labels={"figure": "top marker genes per cluster"},
+        ),
+    params:
+        cluster_key=default_cluster_key(),
+        report_sets=config.get("report", {}).get("score_sets", REPORT_SCORE_SETS),
+    log:
+        "logs/summary/plot_embeddings.log",
+    benchmark:
+        "benchmarks/summary/plot_embeddings.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(2000, 3),
+        runtime=lambda wc, attempt: 15 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/plot_embeddings.py"

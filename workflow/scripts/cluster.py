@@ -1,0 +1,31 @@
+"""Rule cluster: merge QC-filtered samples, normalise, embed, cluster, find markers."""
+
+import anndata as ad
+
+from mscflow.cluster import (
+    ClusterSettings,
+    embed_and_cluster,
+    leiden_key,
+    marker_genes,
+    merge_samples,
+    normalise,
+    resolution_agreement,
+)
+from mscflow.io import write_h5ad_atomic, write_table_atomic
+from mscflow.workflow import setup_logging
+
+smk = snakemake  # noqa: F821
+log = setup_logging(smk.log[0])
+settings = ClusterSettings.from_config(smk.params.cluster, seed=smk.params.seed)
+adata = merge_samples([ad.read_h5ad(path) for path in smk.input.h5ads])
+log.info("merged %d cells x %d genes from %d samples", adata.n_obs, adata.n_vars,
+         adata.obs["sample"].nunique())
+normalise(adata, settings.target_sum)
+embed_and_cluster(adata, settings)
+keys = [leiden_key(r) for r in settings.resolutions]
+for key in keys:
+    log.info("%s: %d clusters", key, adata.obs[key].nunique())
+markers = marker_genes(adata, leiden_key(settings.default_resolution), settings.marker_method)
+write_table_atomic(markers, smk.output.markers)
+write_table_atomic(resolution_agreement(adata.obs, keys), smk.output.agreement)
+write_h5ad_atomic(adata, smk.output.h5ad)

@@ -1,0 +1,22 @@
+"""Rule plot_embeddings: UMAPs, score violins and the marker dot plot."""
+
+import anndata as ad
+import scanpy as sc
+
+from mscflow.plotting import save, score_violins, set_style, umap_panels
+from mscflow.workflow import setup_logging
+
+smk = snakemake  # noqa: F821
+log = setup_logging(smk.log[0])
+adata = ad.read_h5ad(smk.input.h5ad)
+key = smk.params.cluster_key
+save(umap_panels(adata, [key, "sample", "condition", "cell_type"],
+                 titles={key: f"Leiden clusters ({key})"}), smk.output.overview)
+sets = [s for s in smk.params.report_sets if f"score_{s}" in adata.obs]
+log.info("drawing scores of %s", sets)
+save(umap_panels(adata, [f"score_{s}" for s in sets], ncols=3), smk.output.scores)
+save(score_violins(adata.obs, sets), smk.output.violins)
+set_style()
+dot = sc.pl.rank_genes_groups_dotplot(adata, key=f"markers_{key}", n_genes=3, show=False,
+                                      return_fig=True)
+dot.savefig(smk.output.markers, bbox_inches="tight")
