@@ -62,13 +62,14 @@ def _stats_slice(
             bad |= (g < prev) | (g >= g_hi)
             prev = g
             v = data[k]
-            sums[g] += v
+            gu = np.uint64(g)  # unsigned index: numba emits no wraparound check
+            sums[gu] += v
             if want64:
                 v64 = np.float64(v)
-                sums64[g] += v64
-                sumsq64[g] += v64 * v64
+                sums64[gu] += v64
+                sumsq64[gu] += v64 * v64
             if want_nnz:
-                nnz[g] += v != 0
+                nnz[gu] += v != 0
         count += hi - lo
     out[STAT_UNSORTED] = 1.0 if bad else 0.0
     out[STAT_COUNT] = count
@@ -219,24 +220,24 @@ def score_linear_csr(data, indices, indptr, gene_row, w3, offset, out):
         for r in range(r0, r1):
             n_act = 0
             for k in range(indptr[r], indptr[r + 1]):
-                j = gene_row[indices[k]]
+                j = gene_row[np.uint64(indices[k])]
                 act_j[n_act] = j
                 act_v[n_act] = data[k]
                 n_act += j >= 0
             for grp in range(n_groups):
-                wg = w3[grp]
+                wg = w3[grp].ravel()
                 a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
                 for q in range(n_act):
                     v = act_v[q]
-                    wj = wg[act_j[q]]
-                    a0 += v * wj[0]
-                    a1 += v * wj[1]
-                    a2 += v * wj[2]
-                    a3 += v * wj[3]
-                    a4 += v * wj[4]
-                    a5 += v * wj[5]
-                    a6 += v * wj[6]
-                    a7 += v * wj[7]
+                    base = np.uint64(act_j[q]) * np.uint64(LANES)  # unsigned: no wraparound
+                    a0 += v * wg[base]
+                    a1 += v * wg[base + np.uint64(1)]
+                    a2 += v * wg[base + np.uint64(2)]
+                    a3 += v * wg[base + np.uint64(3)]
+                    a4 += v * wg[base + np.uint64(4)]
+                    a5 += v * wg[base + np.uint64(5)]
+                    a6 += v * wg[base + np.uint64(6)]
+                    a7 += v * wg[base + np.uint64(7)]
                 s0 = grp * LANES
                 acc = (a0, a1, a2, a3, a4, a5, a6, a7)
                 for lane in range(min(LANES, n_sets - s0)):
@@ -254,6 +255,17 @@ def score_linear_csr(data, indices, indptr, gene_row, w3, offset, out):
 # zeros of the row are never sorted or touched.
 
 
+BUCKETS_PER_MEMBER = 8
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _bucket(v, top, scale, last_b):
+    """Bucket of value ``v``: 0 above ``top``, then ``scale`` buckets per unit, clamped."""
+    x = (top - np.float64(v)) * scale + 1.0
+    x = min(max(x, 0.0), np.float64(last_b))
+    return int(x)
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
 def _precedes(va, ta, vb, tb):
     """True if gene (va, ta) ranks before gene (vb, tb): higher value, then lower tiepos."""
@@ -263,7 +275,7 @@ def _precedes(va, ta, vb, tb):
 @nb.njit(cache=True, nogil=True)
 def _aucell_row(
     data, indices, lo, hi, member_of, tiepos, mem_tiepos, mem_set_ptr, mem_sets, n_up,
-    n_kept, mv, mt, mm, diff, stamp, row_id, auc,
+    n_kept, mv, mt, mm, diff, first, stamp, row_id, auc,
 ):
     """Accumulate un-normalised AUCs of one CSR row (entries ``lo:hi``) into ``auc``."""
     n_members = mem_tiepos.shape[0]
@@ -299,24 +311,32 @@ def _aucell_row(
             diff[q] = 0
         v_last = mv[m - 1]
         v_first = mv[0]
+        # Bucket table over the member values: bucket 0 is above v_first, buckets
+        # 1..n_b+1 span [v_first, v_last] (members live there), n_b+2 is below v_last.
+        # Members of bucket b are first[b]:first[b+1]; most buckets are empty, so most
+        # entries find their position with one lookup and no comparison.
+        n_b = BUCKETS_PER_MEMBER * m
+        span = np.float64(v_first) - np.float64(v_last)
+        scale = n_b / span if span > 0 else 0.0
+        top = np.float64(v_first)
+        last_b = n_b + 2
+        q = 0
+        for bkt in range(last_b + 1):
+            while q < m and _bucket(mv[q], top, scale, last_b) < bkt:
+                q += 1
+            first[bkt] = q
+        first[last_b + 1] = m
         for k in range(lo, hi):
             v = data[k]
-            if v == 0 or v < v_last:
-                continue  # precedes no member
-            if v > v_first:
-                diff[0] += 1
-                continue
-            t = tiepos[indices[k]]
-            # p = number of members that rank before (or are) this entry
-            a = 0
-            b = m
-            while a < b:
-                mid = (a + b) >> 1
-                if _precedes(v, t, mv[mid], mt[mid]):
-                    b = mid
-                else:
-                    a = mid + 1
-            diff[a] += 1
+            bkt = _bucket(v, top, scale, last_b)
+            a = first[bkt]
+            end = first[bkt + 1]
+            while a < end:
+                mva = mv[a]
+                if v > mva or (v == mva and tiepos[indices[k]] < mt[a]):
+                    break
+                a += 1
+            diff[m if v == 0 else a] += 1
         before = 0
         for q in range(m):
             before += diff[q]
@@ -376,6 +396,7 @@ def aucell_csr(
         mt = np.empty(n_members, dtype=np.int64)
         mm = np.empty(n_members, dtype=np.int64)
         diff = np.empty(n_members + 1, dtype=np.int64)
+        first = np.empty(BUCKETS_PER_MEMBER * n_members + 4, dtype=np.int64)
         stamp = np.full(n_members, -1, dtype=np.int64)
         auc = np.empty(n_sets, dtype=np.float64)
         for r in range(r0, r1):
@@ -394,7 +415,7 @@ def aucell_csr(
                 auc[s] = 0.0
             _aucell_row(
                 data, indices, lo, hi, member_of, tiepos, mem_tiepos, mem_set_ptr, mem_sets,
-                n_up, n_kept, mv, mt, mm, diff, stamp, r, auc,
+                n_up, n_kept, mv, mt, mm, diff, first, stamp, r, auc,
             )
             for s in range(n_sets):
                 out[r, s] = auc[s] / max_auc[s]
