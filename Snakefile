@@ -13,6 +13,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/fetch.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/scoring.smk"

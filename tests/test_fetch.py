@@ -24,6 +24,7 @@ from mscflow import fetch
 from mscflow.io import read_sample
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import make_workdir  # noqa: E402
 from httpserver import FaultyServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -516,12 +517,21 @@ def test_shipped_presets_are_complete_and_honest():
 # --------------------------------------------------------------------------- workflow level
 
 
-def _snakemake(workdir: Path, snakefile: Path, targets: list[str], configfile: Path,
-               timeout: int = 240) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", "--resources", "fetch_slots=2",
-           "--nolock", *targets]
+def _snakemake(workdir: Path, targets: list[str], timeout: int = 400
+               ) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+           "--cores", "2", "--resources", "fetch_slots=2", "--nolock", *targets]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+
+
+def _workdir(tmp_path: Path, sheet: Path, cache: Path) -> Path:
+    """A working directory with the repository's config, reading ``sheet``."""
+    return make_workdir(tmp_path / "work", {
+        "samples": str(sheet),
+        "fetch": {"cache_dir": str(cache), "retries": 3, "backoff_s": 0.01,
+                  "read_timeout_s": 10},
+        "qc": {"min_cells_per_sample": 5},
+    })
 
 
 def _url_sheet(tmp_path: Path, srv: FaultyServer, tenx: dict[str, bytes]) -> Path:
@@ -534,33 +544,25 @@ def _url_sheet(tmp_path: Path, srv: FaultyServer, tenx: dict[str, bytes]) -> Pat
     rows = [("ctrl", url_raw, sha(raw), "10x_mtx", "GSM0000001_", "control"),
             ("msc", url_raw, sha(raw), "10x_mtx", "GSM0000002_", "msc"),
             ("atlas", url_h5, sha(h5), "h5ad", "", "control")]
-    sheet.write_text("sample\turl\tsha256\tformat\tmember\tspecies\ttissue\tcondition\n" + "".join(
-        f"{s}\t{u}\t{h}\t{f}\t{m}\tmouse\tlung\t{c}\n" for s, u, h, f, m, c in rows))
+    sheet.write_text(
+        "sample\turl\tsha256\tformat\tmember\tspecies\ttissue\tcondition\treplicate\n"
+        + "".join(f"{s}\t{u}\t{h}\t{f}\t{m}\tmouse\tlung\t{c}\t1\n"
+                  for s, u, h, f, m, c in rows))
     return sheet
 
 
 def test_fetch_rules_share_one_download_and_rerun_downloads_nothing(tmp_path, tenx_slice):
-    snakefile = tmp_path / "Snakefile"
-    snakefile.write_text(
-        f'include: "{ROOT / "workflow" / "rules" / "fetch.smk"}"\n\n'
-        "rule all:\n    input:\n"
-        "        [_fetch.fetched_path(r, config) for r in _fetch.read_sheet(config['samples'])]\n"
-    )
-    work = tmp_path / "work"
-    work.mkdir()
     with FaultyServer() as srv:
         sheet = _url_sheet(tmp_path, srv, tenx_slice)
-        cfg = tmp_path / "config.yaml"
-        cfg.write_text(yaml.safe_dump({"samples": str(sheet), "fetch": {
-            "cache_dir": str(tmp_path / "shared-cache"), "retries": 3, "backoff_s": 0.01,
-            "read_timeout_s": 10}}))
-        proc = _snakemake(work, snakefile, ["all"], cfg)
+        work = _workdir(tmp_path, sheet, tmp_path / "shared-cache")
+        targets = [fetch.fetched_path(r, {}) for r in fetch.read_sheet(sheet)]
+        proc = _snakemake(work, targets)
         assert proc.returncode == 0, proc.stderr[-3000:]
         # the shared archive was requested twice (a 500, then the download) and only once
         assert srv.count("/GSE0_RAW.tar") == 2 and srv.count("/atlas.h5ad") == 1
         first = srv.count()
         shutil.rmtree(work / "results")  # outputs gone, cache kept: still nothing downloaded
-        proc = _snakemake(work, snakefile, ["all"], cfg)
+        proc = _snakemake(work, targets)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert srv.count() == first
     for sample in ("ctrl", "msc"):
@@ -572,22 +574,11 @@ def test_fetch_rules_share_one_download_and_rerun_downloads_nothing(tmp_path, te
 
 
 def test_workflow_fetch_and_qc(tmp_path, tenx_slice):
-    snakefile = ROOT / "workflow" / "Snakefile"
-    if not snakefile.exists():
-        pytest.skip("workflow/Snakefile does not exist yet; the lead adds it")
-    text = snakefile.read_text() + "".join(
-        p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk") if p.name != "fetch.smk")
-    if "fetch.smk" not in text:
-        pytest.skip("workflow/Snakefile does not include rules/fetch.smk yet")
-    work = tmp_path / "work"
-    work.mkdir()
     with FaultyServer() as srv:
         sheet = _url_sheet(tmp_path, srv, tenx_slice)
-        cfg = tmp_path / "config.yaml"
-        cfg.write_text(yaml.safe_dump({"samples": str(sheet), "fetch": {
-            "cache_dir": str(tmp_path / "cache"), "retries": 3, "backoff_s": 0.01}}))
+        work = _workdir(tmp_path, sheet, tmp_path / "cache")
         targets = ["results/qc/ctrl.h5ad", "results/qc/msc.h5ad"]
-        proc = _snakemake(work, snakefile, targets, cfg, timeout=400)
+        proc = _snakemake(work, targets)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert srv.count("/GSE0_RAW.tar") == 2
     for target in targets:

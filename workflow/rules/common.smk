@@ -7,8 +7,18 @@ import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+import mscflow.fetch
+from mscflow.fetch import apply_preset, fetched_path
 from mscflow.workflow import check_samples, read_sample_sheet, sample_metadata
 
+# A preset (config/presets/NAME) supplies a sample sheet and settings; the command line wins.
+config.update(
+    apply_preset(
+        config,
+        Path(workflow.basedir) / "config" / "presets",
+        workflow.config_settings.overwrite_config,
+    )
+)
 validate(config, schema="../schemas/config.schema.yaml")
 
 samples = read_sample_sheet(config["samples"])
@@ -36,8 +46,9 @@ def is_demo_path(path):
 
 
 def sample_input(wildcards):
-    """The sample's input file or folder."""
-    return samples.loc[wildcards.sample, "path"]
+    """The sample's input file or folder (for url rows: the fetched, unpacked copy)."""
+    row = samples.loc[wildcards.sample]
+    return fetched_path(row, config) if row["url"] else row["path"]
 
 
 def demo_outputs():
@@ -115,3 +126,28 @@ REPORT_SCORE_SETS = [
     "momf",
     "anti_inflammatory_m2like",
 ]
+
+
+# Downloads (rules in fetch.smk): url rows of the sheet, their cache files.
+FETCH_SETTINGS = mscflow.fetch.FetchSettings.from_config(config)
+FETCH_SPECS = (
+    mscflow.fetch.url_samples(mscflow.fetch.read_sheet(config["samples"])) if config.get("samples") else {}
+)
+FETCH_CACHE = mscflow.fetch.cache_index(FETCH_SPECS, FETCH_SETTINGS.cache_dir)
+FETCH_CACHE_DIR = str(FETCH_SETTINGS.cache_dir).rstrip("/")
+
+
+def fetch_spec(wildcards):
+    """The validated url row of {sample}; a clear error for samples without a url."""
+    try:
+        return FETCH_SPECS[wildcards.sample]
+    except KeyError:
+        raise ValueError(
+            f"sample '{wildcards.sample}' has no `url` row in {config.get('samples')}; "
+            "only url rows are fetched (rows with `path` are read in place)."
+        ) from None
+
+
+def fetch_cached_file(wildcards):
+    """Cache path of the file that holds {sample}."""
+    return str(FETCH_CACHE[fetch_spec(wildcards).sha256])

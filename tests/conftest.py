@@ -1,0 +1,61 @@
+"""Shared fixtures: one demo run of the workflow per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TABULA_MURIS = REPO / "tests" / "data" / "tabula-muris-lung-10X_P7_8"
+# Smaller than the shipped demo (1,200 cells a sample) to keep the suite fast.
+TEST_CELLS_PER_SAMPLE = 500
+
+
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    """Command running the repository's workflow in ``workdir`` with this interpreter."""
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+            *args]
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True,
+                  timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Run snakemake, capture its output, and fail with the tail of it on error."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(snakemake_cmd(workdir, *args), capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+                    f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def make_workdir(path: Path, config_updates: dict | None = None) -> Path:
+    """A working directory holding the repository's config and curated resources."""
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "config", path / "config", dirs_exist_ok=True)
+    for sub in ("genesets", "orthologs"):
+        shutil.copytree(REPO / "resources" / sub, path / "resources" / sub, dirs_exist_ok=True)
+    cfg_path = path / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["demo"]["cells_per_sample"] = TEST_CELLS_PER_SAMPLE
+    for key, value in (config_updates or {}).items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo workflow run once, end to end, with its report."""
+    workdir = make_workdir(tmp_path_factory.mktemp("demo_run"))
+    run_snakemake(workdir, "--cores", "2")
+    return workdir
