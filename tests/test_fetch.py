@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import scipy.io
 import scipy.sparse as sp
-import yaml
 
 from mscflow import fetch
 from mscflow.io import read_sample

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import anndata as ad
 import pandas as pd
-
 from conftest import TABULA_MURIS, make_workdir, run_snakemake
+
 from mscflow.io import read_sample
 
 

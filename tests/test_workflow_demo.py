@@ -9,9 +9,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import adjusted_rand_score, roc_auc_score
-
 from conftest import make_workdir, run_snakemake
+from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 MACROPHAGES = {"alveolar_macrophage", "interstitial_macrophage", "kupffer_cell", "momf"}
 MYELOID = MACROPHAGES | {"classical_monocyte"}
