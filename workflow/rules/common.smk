@@ -4,12 +4,21 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import mscflow.fetch
 from mscflow.fetch import apply_preset, fetched_path
-from mscflow.workflow import check_samples, read_sample_sheet, sample_metadata
+from mscflow.workflow import (
+    check_contrasts,
+    check_gene_set_files,
+    check_samples,
+    read_sample_sheet,
+    sample_metadata,
+    validate_config,
+    validate_sample_rows,
+)
+
+SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
 # A preset (config/presets/NAME) supplies a sample sheet and settings; the command line wins.
 config.update(
@@ -19,18 +28,16 @@ config.update(
         workflow.config_settings.overwrite_config,
     )
 )
-validate(config, schema="../schemas/config.schema.yaml")
+# Checked before any job runs; each error names the key, sheet line or sample and the fix
+# (docs/errors.md lists them).
+validate_config(config, SCHEMAS / "config.schema.yaml", source="config.yaml (with --config)")
+validate(config, schema="../schemas/config.schema.yaml")  # fills schema defaults, if any
 
 samples = read_sample_sheet(config["samples"])
-for _number, (_sample, _row) in enumerate(samples.iterrows(), start=2):
-    try:
-        validate(_row.to_dict(), schema="../schemas/samples.schema.yaml")
-    except WorkflowError as _err:
-        raise WorkflowError(
-            f"sample sheet '{config['samples']}', line {_number} (sample '{_sample}') is "
-            f"invalid: {_err}. Columns and allowed values: config/README.md."
-        ) from None
+validate_sample_rows(samples, SCHEMAS / "samples.schema.yaml", sheet_path=config["samples"])
 check_samples(samples, config, sheet_path=config["samples"])
+check_gene_set_files(config, samples["species"].iloc[0])
+check_contrasts(config.get("contrasts"), samples)
 
 SAMPLES = list(samples.index)
 DEMO_DIR = os.path.normpath(config["demo"]["outdir"]) if "demo" in config else None
@@ -83,6 +90,7 @@ def all_outputs():
         "results/plots/score_violins.png",
         "results/plots/marker_dotplot.png",
         "results/plots/annotation_dotplot.png",
+        *REPORT_OUTPUTS,
     ]
 
 

@@ -1,0 +1,148 @@
+# Report-only items: run overview (samples, versions, seeds, software, config), the
+# resolution comparison figure and mean-score heatmaps per condition.
+
+
+def condition_slug(condition):
+    """File-name-safe form of a condition label."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(condition)).strip("_") or "condition"
+
+
+# Condition of each heatmap file name (slug -> label as written in the sample sheet).
+REPORT_CONDITIONS = {condition_slug(c): c for c in samples["condition"].unique()}
+if len(REPORT_CONDITIONS) != samples["condition"].nunique():
+    raise WorkflowError(
+        f"conditions {sorted(samples['condition'].unique())} clash once made file-name "
+        "safe; rename them in the sample sheet so they differ in letters or digits."
+    )
+
+# Modules of mscflow whose imports make up the software table of the run overview.
+REPORT_SOFTWARE_MODULES = [
+    "mscflow.io",
+    "mscflow.qc",
+    "mscflow.cluster",
+    "mscflow.scoring",
+    "mscflow.genesets",
+    "mscflow.annotate",
+    "mscflow.summary",
+    "mscflow.contrast",
+    "mscflow.plotting",
+]
+
+REPORT_OUTPUTS = [
+    "results/report/run_overview.html",
+    "results/report/samples.tsv",
+    "results/report/software_versions.tsv",
+    "results/report/config_used.tsv",
+    "results/report/run_info.tsv",
+    "results/plots/resolution_comparison.png",
+    *expand("results/plots/mean_scores_{condition}.png", condition=sorted(REPORT_CONDITIONS)),
+]
+
+
+rule report_overview:
+    input:
+        sheet=config["samples"],
+        qc="results/qc/qc_summary.tsv",
+    output:
+        html=report(
+            "results/report/run_overview.html",
+            caption="../report/run_overview.rst",
+            category="0. Run overview",
+            labels={"content": "run overview: versions, seeds, samples, software, config",
+                    "format": "page"},
+        ),
+        samples=report(
+            "results/report/samples.tsv",
+            caption="../report/report_samples.rst",
+            category="0. Run overview",
+            labels={"content": "samples with cells before and after QC", "format": "TSV"},
+        ),
+        software=report(
+            "results/report/software_versions.tsv",
+            caption="../report/software_versions.rst",
+            category="0. Run overview",
+            labels={"content": "software versions", "format": "TSV"},
+        ),
+        config=report(
+            "results/report/config_used.tsv",
+            caption="../report/config_used.rst",
+            category="0. Run overview",
+            labels={"content": "configuration used", "format": "TSV"},
+        ),
+        info=report(
+            "results/report/run_info.tsv",
+            caption="../report/run_info.rst",
+            category="0. Run overview",
+            labels={"content": "workflow version and random seeds", "format": "TSV"},
+        ),
+    params:
+        config=config,
+        modules=REPORT_SOFTWARE_MODULES,
+        workflow_dir=workflow.basedir,
+    log:
+        "logs/report/report_overview.log",
+    benchmark:
+        "benchmarks/report/report_overview.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(1500),
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/report_overview.py"
+
+
+rule report_resolutions:
+    input:
+        agreement="results/cluster/resolution_agreement.tsv",
+    output:
+        figure=report(
+            "results/plots/resolution_comparison.png",
+            caption="../report/resolution_comparison.rst",
+            category="2. Clustering",
+            subcategory="Resolution",
+            labels={"figure": "clusters and agreement per resolution"},
+        ),
+    log:
+        "logs/report/report_resolutions.log",
+    benchmark:
+        "benchmarks/report/report_resolutions.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(1000),
+        runtime=lambda wc, attempt: 5 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/report_resolutions.py"
+
+
+rule report_mean_score_heatmap:
+    input:
+        mean_scores="results/summary/mean_scores.tsv",
+    output:
+        figure=report(
+            "results/plots/mean_scores_{condition}.png",
+            caption="../report/mean_score_heatmap.rst",
+            category="3. Gene-set scores",
+            subcategory="Summary",
+            labels=lambda wc: {"figure": "mean score per cell type and set",
+                               "condition": REPORT_CONDITIONS[wc.condition]},
+        ),
+    wildcard_constraints:
+        condition="|".join(map(re.escape, REPORT_CONDITIONS)) if REPORT_CONDITIONS else "$^",
+    params:
+        condition=lambda wc: REPORT_CONDITIONS[wc.condition],
+    log:
+        "logs/report/report_mean_score_heatmap_{condition}.log",
+    benchmark:
+        "benchmarks/report/report_mean_score_heatmap_{condition}.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(1000, 3),
+        runtime=lambda wc, attempt: 5 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/report_mean_score_heatmap.py"
