@@ -7,7 +7,9 @@ Every reader returns an AnnData whose ``X`` holds raw integer counts as float32 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import anndata as ad
@@ -17,6 +19,12 @@ import scanpy as sc
 import scipy.sparse as sp
 
 FORMATS = ("10x_mtx", "10x_h5", "h5ad")
+# A sample whose symbols are less than this share in the sheet's species' style is refused.
+SPECIES_MIN_MATCH = 0.5
+# Fewer classifiable gene names than this: too few to judge the species.
+SPECIES_MIN_GENES = 20
+_ENSEMBL = {"mouse": re.compile(r"^ENSMUSG\d"), "human": re.compile(r"^ENSG\d")}
+_ANY_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d")
 
 
 class InputDataError(ValueError):
@@ -90,9 +98,62 @@ def read_sample(path: str | Path, fmt: str, *, sample: str, layer: str | None = 
     adata = ad.AnnData(X=adata.X, obs=pd.DataFrame(index=adata.obs_names.astype(str)),
                        var=pd.DataFrame(index=adata.var_names.astype(str)))
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
-    adata.var_names_make_unique()
+    if fmt == "h5ad":
+        check_unique_genes(adata, sample=sample, source=str(path))
+    else:  # 10x symbols repeat (their feature ids do not): suffix them like scanpy does
+        adata.var_names_make_unique()
     validate_counts(adata, sample=sample, source=str(path))
     return adata
+
+
+def check_unique_genes(adata: ad.AnnData, *, sample: str, source: str) -> None:
+    """Raise if gene names repeat (an h5ad's var_names are the user's choice)."""
+    if adata.var_names.has_duplicates:
+        dups = adata.var_names[adata.var_names.duplicated()].unique()
+        raise InputDataError(
+            f"sample '{sample}': '{source}' has {len(dups)} duplicate gene name(s), e.g. "
+            f"{dups[:5].tolist()}; each gene must appear once. Sum or drop the repeats, or "
+            "call adata.var_names_make_unique() before writing the h5ad."
+        )
+
+
+def symbol_styles(genes: Iterable[str]) -> dict[str, list[str]]:
+    """Gene names written mouse-style (``Actb``, ``mt-Co1``, ENSMUSG...) and human-style
+    (``ACTB``, ``MT-CO1``, ENSG...); names of neither style (numbers, other Ensembl) are left out.
+    """
+    out: dict[str, list[str]] = {"mouse": [], "human": []}
+    for gene in map(str, genes):
+        if _ANY_ENSEMBL.match(gene):
+            for species, pattern in _ENSEMBL.items():
+                if pattern.match(gene):
+                    out[species].append(gene)
+        elif gene[:1].isupper() and any(c.islower() for c in gene) or gene.startswith("mt-"):
+            out["mouse"].append(gene)
+        elif any(c.isupper() for c in gene) and not any(c.islower() for c in gene):
+            out["human"].append(gene)
+    return out
+
+
+def check_species(adata: ad.AnnData, species: str, *, sample: str, source: str,
+                  min_match: float = SPECIES_MIN_MATCH) -> None:
+    """Raise if too few gene names look like the sample sheet's species (e.g. human data
+    in a mouse run): the message names the sample, the shares and the likely species."""
+    styles = symbol_styles(adata.var_names)
+    other = "human" if species == "mouse" else "mouse"
+    total = len(styles["mouse"]) + len(styles["human"])
+    if species not in styles or total < SPECIES_MIN_GENES:
+        return
+    share = len(styles[species]) / total
+    if share >= min_match:
+        return
+    example = {"mouse": "Actb, mt-Co1", "human": "ACTB, MT-CO1"}
+    raise InputDataError(
+        f"sample '{sample}': the sample sheet says {species}, but only {share:.0%} of the "
+        f"{total} gene names in '{source}' look {species} (like {example[species]}); "
+        f"{1 - share:.0%} look {other} (e.g. {', '.join(styles[other][:5])}). This is "
+        f"likely a {other} sample: fix `species` in the sample sheet (human and mouse "
+        "samples go in separate runs) or remove the sample."
+    )
 
 
 def validate_counts(adata: ad.AnnData, *, sample: str, source: str) -> None:
@@ -100,11 +161,16 @@ def validate_counts(adata: ad.AnnData, *, sample: str, source: str) -> None:
     if adata.n_obs == 0 or adata.n_vars == 0 or adata.X.nnz == 0:
         raise InputDataError(
             f"sample '{sample}': '{source}' holds an empty matrix ({adata.n_obs} cells x "
-            f"{adata.n_vars} genes, {getattr(adata.X, 'nnz', 0)} non-zeros)."
+            f"{adata.n_vars} genes, {getattr(adata.X, 'nnz', 0)} non-zeros). Point `path` "
+            "at the sample's count matrix (e.g. Cell Ranger's filtered_feature_bc_matrix) or "
+            "remove the sample from the sheet."
         )
     data = adata.X.data
     if not np.isfinite(data).all():
-        raise InputDataError(f"sample '{sample}': '{source}' contains NaN or infinite values.")
+        raise InputDataError(
+            f"sample '{sample}': '{source}' contains NaN or infinite values; mscflow needs raw "
+            "counts. Set `layer` to the raw-count layer or re-export the counts."
+        )
     if (data < 0).any():
         raise InputDataError(
             f"sample '{sample}': '{source}' contains negative values; mscflow needs raw "
@@ -120,8 +186,9 @@ def validate_counts(adata: ad.AnnData, *, sample: str, source: str) -> None:
         dups = adata.obs_names[adata.obs_names.duplicated()].unique()[:5].tolist()
         raise InputDataError(
             f"sample '{sample}': '{source}' has duplicate barcodes {dups}; each barcode "
-            "must appear once per sample."
+            "must appear once per sample: re-export the matrix without repeated cells."
         )
+    check_unique_genes(adata, sample=sample, source=source)
 
 
 def prefix_barcodes(adata: ad.AnnData, sample: str) -> None:
