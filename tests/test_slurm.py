@@ -1,0 +1,499 @@
+"""Cluster execution through a real SLURM controller with profiles/slurm.
+
+The SLURM tests need a running cluster whose `sinfo` and `sacct` answer: on CI, .ci/run starts
+one with .ci/slurm/install.sh and .ci/slurm/start.sh (a single node on localhost, with
+slurmdbd accounting and memory enforcement). Without one they are skipped with the reason;
+with MSCFLOW_REQUIRE_SLURM=1 in the environment they fail instead, so CI cannot skip them
+silently.
+
+Every workflow here runs `snakemake --profile profiles/slurm`, unchanged except for
+test-only overrides on the command line: status checks start after 2 s instead of 20 s (to
+keep the tests short) and SLURM logs of successful jobs are kept (to assert on them).
+Timings are written to tests/artifacts/slurm_*.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "profiles" / "slurm"
+RESOURCES_SMK = REPO / "workflow" / "rules" / "resources.smk"
+ARTIFACTS = REPO / "tests" / "artifacts"
+RUN_TIMEOUT_S = 900
+TEST_OVERRIDES = [
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--slurm-keep-successful-logs",
+]
+SUBMITTED = re.compile(
+    r"Job (?P<job>\S+) has been submitted with SLURM jobid (?P<slurm>\d+) \(log: (?P<log>[^)]+)\)"
+)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _answers(*cmd: str) -> bool:
+    if shutil.which(cmd[0]) is None:
+        return False
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _slurm_missing_reason() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "SLURM is not installed (no sinfo): run .ci/slurm/install.sh and start.sh"
+    if not _answers("sinfo", "-h"):
+        return "no SLURM controller answers sinfo: run .ci/slurm/start.sh"
+    if not _answers("sacct", "-n", "-X"):
+        return (
+            "SLURM answers sinfo but not sacct (no accounting): profiles/slurm polls job "
+            "states with sacct; start the test cluster with .ci/slurm/start.sh"
+        )
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    reason = _slurm_missing_reason()
+    if reason is None:
+        return
+    if os.environ.get("MSCFLOW_REQUIRE_SLURM") == "1":
+        pytest.fail(f"MSCFLOW_REQUIRE_SLURM=1 but {reason}")
+    pytest.skip(reason)
+
+
+def _snakemake(workdir: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Run snakemake in workdir with this interpreter; return the result and wall seconds."""
+    cmd = [sys.executable, "-m", "snakemake", "--directory", str(workdir), *args]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    elapsed = time.monotonic() - start
+    (workdir / f"snakemake-{int(start * 1000)}.out").write_text(
+        f"$ {' '.join(cmd)}\nexit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
+    return proc, elapsed
+
+
+def _via_slurm(workdir: Path, *args: str):
+    return _snakemake(workdir, "--profile", str(PROFILE), *TEST_OVERRIDES, *args)
+
+
+def _output(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr
+
+
+def _submissions(proc: subprocess.CompletedProcess) -> list[dict[str, str]]:
+    """SLURM submissions that snakemake reported: snakemake job id, SLURM job id, log."""
+    return [m.groupdict() for m in SUBMITTED.finditer(_output(proc))]
+
+
+def _sacct(job_ids: list[str]) -> dict[str, dict[str, str]]:
+    """sacct records (allocations only) of the given SLURM job ids."""
+    fields = [
+        "JobID",
+        "State",
+        "ExitCode",
+        "ReqMem",
+        "Comment",
+        "NodeList",
+        "Submit",
+        "Start",
+        "End",
+    ]
+    proc = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", ",".join(fields)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    rows = [
+        dict(zip(fields, line.split("|"), strict=True)) for line in proc.stdout.splitlines() if line
+    ]
+    return {row["JobID"]: row for row in rows}
+
+
+def _sacct_settled(job_ids: list[str], timeout_s: float = 30) -> dict[str, dict[str, str]]:
+    """sacct records once every job has reached a final state in the accounting database."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = _sacct(job_ids)
+        settled = len(records) == len(job_ids) and all(
+            r["State"] not in ("PENDING", "RUNNING", "COMPLETING") for r in records.values()
+        )
+        if settled or time.monotonic() > deadline:
+            return records
+        time.sleep(1)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _seconds(timestamp: str) -> float:
+    return time.mktime(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%S"))
+
+
+def _write_artifact(name: str, data: dict) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / name).write_text(json.dumps(data, indent=2) + "\n")
+    print(f"{name}: {json.dumps(data)}")
+
+
+# --- a small self-contained workflow --------------------------------------------------------
+
+TEST_SNAKEFILE = """
+include: {resources_smk!r}
+
+import os
+import sys
+
+ITEMS = ["a", "b", "c"]
+HOG_MB = int(config.get("hog_mb", 0))
+HOG_BASE_MB = int(config.get("hog_base_mb", 200))
+
+localrules: all
+
+
+def where(log):
+    # Record the SLURM job and the interpreter that ran this job (a run: block runs inside
+    # the job's own snakemake process).
+    with open(log, "w") as fh:
+        print(f"SLURM_JOB_ID={{os.environ.get('SLURM_JOB_ID', 'none')}}", file=fh)
+        print(f"python={{sys.executable}}", file=fh)
+
+
+rule all:
+    input:
+        expand("results/items/{{item}}.txt", item=ITEMS),
+        "results/summary.txt",
+        ["results/hog.txt"] if HOG_MB else [],
+        ["results/flaky.txt"] if config.get("flaky") else [],
+
+
+rule item:
+    output: "results/items/{{item}}.txt"
+    log: "logs/item/{{item}}.log"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(base_mb=100, per_input_mb=0),
+        runtime=scaled_runtime(base_min=2),
+    run:
+        where(log[0])
+        import hashlib
+        digest = hashlib.sha256(wildcards.item.encode()).hexdigest()
+        with open(output[0], "w") as fh:
+            print(wildcards.item, digest, file=fh)
+
+
+rule summary:
+    input: expand("results/items/{{item}}.txt", item=ITEMS)
+    output: "results/summary.txt"
+    log: "logs/summary.log"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(base_mb=100, per_input_mb=10),
+        runtime=scaled_runtime(base_min=2),
+    run:
+        where(log[0])
+        with open(output[0], "w") as out:
+            for path in input:
+                out.write(open(path).read())
+
+
+# Holds HOG_MB of resident memory for 3 s: with HOG_BASE_MB too small for attempt 1,
+# SLURM kills it; the retry asks for twice the memory and passes.
+rule hog:
+    output: "results/hog.txt"
+    log: "logs/hog.log"
+    threads: 1
+    params: mb=HOG_MB
+    resources:
+        mem_mb=scaled_mem_mb(base_mb=HOG_BASE_MB, per_input_mb=0),
+        runtime=scaled_runtime(base_min=2),
+    shell:
+        "echo SLURM_JOB_ID=${{{{SLURM_JOB_ID:-none}}}} > {{log}}; "
+        "python -c 'import time; b = b\\"x\\" * ({{params.mb}} * 2**20); time.sleep(3); "
+        "print(\\"held\\", len(b) >> 20, \\"MB\\")' > {{output}} 2>> {{log}}"
+
+
+# Fails until a file FIXED exists in the working directory.
+rule flaky:
+    input: "results/summary.txt"
+    output: "results/flaky.txt"
+    log: "logs/flaky.log"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(base_mb=100, per_input_mb=0),
+        runtime=scaled_runtime(base_min=2),
+    shell:
+        "if [ -e FIXED ]; then cp {{input}} {{output}}; "
+        "else echo 'flaky: deliberate failure (create FIXED to fix it)' > {{log}}; exit 3; fi"
+"""
+
+
+def _test_workflow(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "Snakefile").write_text(TEST_SNAKEFILE.format(resources_smk=str(RESOURCES_SMK)))
+    return directory
+
+
+def _log_fields(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+# --- resource helpers (no SLURM needed) -----------------------------------------------------
+
+
+def _resources_namespace() -> dict:
+    namespace: dict = {}
+    exec(compile(RESOURCES_SMK.read_text(), str(RESOURCES_SMK), "exec"), namespace)
+    return namespace
+
+
+class _Input(list):
+    """Stands in for snakemake's InputFiles: a list of paths with size_mb."""
+
+    @property
+    def size_mb(self) -> float:
+        return sum(os.path.getsize(p) for p in self) / 1024**2
+
+
+def test_resource_helpers_scale_with_input_size_and_attempt(tmp_path):
+    ns = _resources_namespace()
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (10 * 1024**2))
+    mem = ns["scaled_mem_mb"](base_mb=1000, per_input_mb=4)
+    overhead = ns["SNAKEMAKE_JOBSTEP_MB"]
+    assert mem(None, _Input([big]), 1) == overhead + 1000 + 40
+    assert mem(None, _Input([big]), 2) == 2 * (overhead + 1000 + 40)
+    assert mem(None, _Input([]), 1) == overhead + 1000
+    capped = ns["scaled_mem_mb"](base_mb=1000, per_input_mb=4, max_mb=2000)
+    assert capped(None, _Input([big]), 3) == 2000
+    runtime = ns["scaled_runtime"](base_min=10, per_input_mb=0.5)
+    assert runtime(None, _Input([big]), 1) == 15
+    assert runtime(None, _Input([big]), 3) == 45
+    assert ns["mem_mb_from_input"](None, _Input([big]), 2) == mem(None, _Input([big]), 2)
+    assert ns["runtime_from_input"](None, _Input([]), 1) == 10
+    with pytest.raises(FileNotFoundError):  # snakemake defers the value until inputs exist
+        mem(None, _Input([tmp_path / "not-yet"]), 1)
+
+
+# --- SLURM ----------------------------------------------------------------------------------
+
+
+def test_workflow_through_slurm_matches_local_and_retries_memory_kill(slurm, tmp_path):
+    # Attempt 1 asks for 256 + 200 = 456 MB while the job step holds ~180 MB (snakemake)
+    # + 500 MB: SLURM kills it. Attempt 2 asks for 912 MB and passes.
+    config = ["--config", "hog_mb=500", "hog_base_mb=200"]
+    local_dir = _test_workflow(tmp_path / "local")
+    local, local_s = _snakemake(local_dir, "--cores", "2", *config)
+    assert local.returncode == 0, _output(local)
+
+    slurm_dir = _test_workflow(tmp_path / "slurm")
+    proc, slurm_s = _via_slurm(slurm_dir, *config)
+    out = _output(proc)
+    assert proc.returncode == 0, out
+
+    # Outputs identical to the local run.
+    assert _tree(slurm_dir / "results") == _tree(local_dir / "results")
+
+    # Every job was a real SLURM job, visible to sacct with its rule in the comment.
+    submitted = _submissions(proc)
+    slurm_ids = [s["slurm"] for s in submitted]
+    assert len(slurm_ids) == 6, out  # 3 x item, summary, hog twice
+    records = _sacct_settled(slurm_ids)
+    assert sorted(records) == sorted(slurm_ids), records
+    comments = sorted(r["Comment"] for r in records.values())
+    assert comments == sorted(
+        [
+            "rule_item_wildcards_a",
+            "rule_item_wildcards_b",
+            "rule_item_wildcards_c",
+            "rule_summary",
+            "rule_hog",
+            "rule_hog",
+        ]
+    ), records
+
+    # Each rule's code ran inside its own SLURM job, with this venv's interpreter.
+    by_comment = {r["Comment"]: r for r in records.values()}
+    for name, comment in [
+        ("item/a", "rule_item_wildcards_a"),
+        ("item/b", "rule_item_wildcards_b"),
+        ("item/c", "rule_item_wildcards_c"),
+        ("summary", "rule_summary"),
+    ]:
+        fields = _log_fields(slurm_dir / "logs" / f"{name}.log")
+        assert fields["SLURM_JOB_ID"] == by_comment[comment]["JobID"]
+        assert by_comment[comment]["State"] == "COMPLETED"
+        assert fields["python"] == sys.executable
+        assert _log_fields(local_dir / "logs" / f"{name}.log")["SLURM_JOB_ID"] == "none"
+
+    # The memory hog: killed by SLURM on attempt 1, resubmitted with twice the memory.
+    hog = sorted(
+        (r for r in records.values() if r["Comment"] == "rule_hog"), key=lambda r: int(r["JobID"])
+    )
+    assert [r["ReqMem"] for r in hog] == ["456M", "912M"], hog
+    assert hog[0]["State"] in ("FAILED", "OUT_OF_MEMORY"), hog
+    assert hog[1]["State"] == "COMPLETED", hog
+    first_log = Path(next(s["log"] for s in submitted if s["slurm"] == hog[0]["JobID"]))
+    assert "exceeded memory limit" in first_log.read_text(), first_log.read_text()
+    assert "Trying to restart job" in out
+    assert _log_fields(slurm_dir / "logs" / "hog.log")["SLURM_JOB_ID"] == hog[1]["JobID"]
+    assert (slurm_dir / "results" / "hog.txt").read_text() == "held 500 MB\n"
+
+    # Scheduler overhead: trivial item jobs spend their whole SLURM life in overhead
+    # (sbatch, scheduling, two snakemake start-ups inside the job); the status polling
+    # adds to the wall time of the whole run.
+    items = [r for r in records.values() if r["Comment"].startswith("rule_item")]
+    _write_artifact(
+        "slurm_overhead.json",
+        {
+            "jobs_submitted": len(slurm_ids),
+            "wall_s_local": round(local_s, 1),
+            "wall_s_slurm": round(slurm_s, 1),
+            "extra_wall_s_per_submitted_job": round((slurm_s - local_s) / len(slurm_ids), 1),
+            "item_job_queue_s_mean": round(
+                sum(_seconds(r["Start"]) - _seconds(r["Submit"]) for r in items) / len(items), 1
+            ),
+            "item_job_run_s_mean": round(
+                sum(_seconds(r["End"]) - _seconds(r["Start"]) for r in items) / len(items), 1
+            ),
+            "status_check_init_s": 2,
+        },
+    )
+
+
+def test_failed_job_names_its_log_and_rerun_resumes(slurm, tmp_path):
+    workdir = _test_workflow(tmp_path / "wf")
+    # Small per-item jobs grouped into one SLURM job, as for cheap per-sample steps; --cores
+    # caps the group's CPU request at what the node has (3 x 1 thread would never start).
+    args = [
+        "--config",
+        "flaky=1",
+        "--retries",
+        "0",
+        "--cores",
+        "2",
+        "--groups",
+        "item=items",
+        "--group-components",
+        "items=3",
+    ]
+
+    first, _ = _via_slurm(workdir, *args)
+    out = _output(first)
+    assert first.returncode != 0, out
+    assert "Error in rule flaky" in out, out
+    assert "logs/flaky.log" in out, out
+    assert "deliberate failure" in (workdir / "logs" / "flaky.log").read_text()
+    assert not (workdir / "results" / "flaky.txt").exists()
+
+    # The three grouped item jobs ran in one SLURM allocation.
+    item_logs = [workdir / "logs" / "item" / f"{i}.log" for i in "abc"]
+    item_jobs = {_log_fields(log)["SLURM_JOB_ID"] for log in item_logs}
+    assert len(item_jobs) == 1, item_jobs
+    first_ids = [s["slurm"] for s in _submissions(first)]
+    assert item_jobs <= set(first_ids)
+    records = _sacct_settled(first_ids)
+    assert {r["State"] for r in records.values()} == {"COMPLETED", "FAILED"}, records
+
+    done = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*.txt")}
+    assert len(done) == 4  # three items and the summary
+
+    # After the fix, the rerun submits only the failed job.
+    (workdir / "FIXED").touch()
+    second, _ = _via_slurm(workdir, *args)
+    assert second.returncode == 0, _output(second)
+    resubmitted = _submissions(second)
+    assert len(resubmitted) == 1, _output(second)
+    assert _sacct_settled([resubmitted[0]["slurm"]])[resubmitted[0]["slurm"]]["Comment"] == (
+        "rule_flaky"
+    )
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+    assert (workdir / "results" / "flaky.txt").read_text() == (
+        workdir / "results" / "summary.txt"
+    ).read_text()
+
+
+# --- the mscflow demo ---------------------------------------------------------------------
+
+
+def _copy_repo(dest: Path) -> Path:
+    """Copy the repository's files (tracked, or new and not ignored) to dest."""
+    listed = (
+        subprocess.run(
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ],
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+@pytest.mark.skipif(
+    not (REPO / "Snakefile").exists(),
+    reason="the mscflow workflow (Snakefile at the repository root) is not there yet",
+)
+def test_demo_through_slurm(slurm, tmp_path):
+    local_dir = _copy_repo(tmp_path / "local")
+    local, local_s = _snakemake(local_dir, "--cores", "2")
+    assert local.returncode == 0, _output(local)
+
+    slurm_dir = _copy_repo(tmp_path / "slurm")
+    proc, slurm_s = _via_slurm(slurm_dir)
+    out = _output(proc)
+    assert proc.returncode == 0, out
+
+    submitted = [s["slurm"] for s in _submissions(proc)]
+    assert submitted, f"no job was submitted to SLURM:\n{out}"
+    records = _sacct_settled(submitted)
+    assert sorted(records) == sorted(submitted), records
+    assert all(r["State"] == "COMPLETED" for r in records.values()), records
+
+    local_results, slurm_results = _tree(local_dir / "results"), _tree(slurm_dir / "results")
+    assert sorted(slurm_results) == sorted(local_results)
+    differing = [name for name in local_results if local_results[name] != slurm_results[name]]
+    assert not differing, f"results differ between the local and the SLURM run: {differing}"
+
+    _write_artifact(
+        "slurm_demo.json",
+        {
+            "jobs_submitted": len(submitted),
+            "wall_s_local": round(local_s, 1),
+            "wall_s_slurm": round(slurm_s, 1),
+            "status_check_init_s": 2,
+        },
+    )
