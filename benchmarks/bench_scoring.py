@@ -320,7 +320,7 @@ def bench_jit() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--cells", type=int, nargs="+", default=[20_000, 100_000, 500_000])
+    p.add_argument("--cells", type=int, nargs="*", default=[20_000, 100_000, 500_000])
     p.add_argument("--genes", type=int, default=20_000)
     p.add_argument("--density", type=float, default=0.07)
     p.add_argument("--sets", type=int, nargs="+", default=[1, 20, 200])
