@@ -27,6 +27,10 @@ _ENSEMBL = {"mouse": re.compile(r"^ENSMUSG\d"), "human": re.compile(r"^ENSG\d")}
 _ANY_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d")
 
 
+# Temporary files of atomic writes in progress (removed on SIGTERM, see setup_logging).
+_PENDING: set[str] = set()
+
+
 class InputDataError(ValueError):
     """A sample's data cannot be used; the message names the sample and the fix."""
 
@@ -197,18 +201,36 @@ def prefix_barcodes(adata: ad.AnnData, sample: str) -> None:
     adata.obs_names = [f"{sample}:{b}" for b in adata.obs_names]
 
 
+def remove_pending_files() -> None:
+    """Delete the temporary files of unfinished atomic writes (called on SIGTERM)."""
+    for tmp in list(_PENDING):
+        Path(tmp).unlink(missing_ok=True)
+        _PENDING.discard(tmp)
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give the finished temporary file the usual permissions and rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600 files
+    os.replace(tmp, path)
+
+
 def write_h5ad_atomic(adata: ad.AnnData, path: str | Path) -> None:
     """Write an h5ad to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    _PENDING.add(tmp)
     try:
         adata.write_h5ad(tmp, compression="gzip")
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        _PENDING.discard(tmp)
 
 
 def write_table_atomic(df: pd.DataFrame, path: str | Path, *, index: bool = False) -> None:
@@ -217,13 +239,16 @@ def write_table_atomic(df: pd.DataFrame, path: str | Path, *, index: bool = Fals
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    _PENDING.add(tmp)
     try:
         if path.suffix == ".parquet":
             df.to_parquet(tmp, index=index)
         else:
             compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else None
             df.to_csv(tmp, sep="\t", index=index, compression=compression)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        _PENDING.discard(tmp)

@@ -6,7 +6,9 @@ import csv
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -189,7 +191,8 @@ def validate_sample_rows(samples: pd.DataFrame, schema_path: str | Path, *,
 
 
 def check_gene_set_files(config: Mapping, species: str) -> None:
-    """Every gene-set, synonym and ortholog file the run reads must exist."""
+    """Every gene-set, synonym and ortholog file the run reads must exist; the GMT files
+    must parse (no empty sets, set names unique across the programme and extra files)."""
     gs = config["genesets"]
     files: list[tuple[str, str]] = []
     for kind in ("programmes", "markers"):
@@ -208,6 +211,20 @@ def check_gene_set_files(config: Mapping, species: str) -> None:
                 "relative to the working directory). Fix the path in config.yaml or create "
                 "the file (GMT format: name<TAB>description<TAB>gene1<TAB>gene2...)."
             )
+    from mscflow.genesets import load_gene_sets  # light; parse the GMTs before any job runs
+
+    gmts = [(files[0][0], [files[0][1]] + [e["path"] for e in gs.get("extra", [])]),
+            (files[1][0], [files[1][1]])]
+    for key, paths in gmts:
+        try:
+            load_gene_sets(paths)
+        except ValueError as err:
+            raise ConfigError(
+                f"gene sets of config key '{key}'"
+                + (" and genesets.extra" if len(paths) > 1 else "")
+                + f" are unusable: {err}. Fix the GMT file (one set a line: "
+                "name<TAB>description<TAB>gene1<TAB>gene2..., unique names, no empty sets)."
+            ) from err
 
 
 def check_contrasts(contrasts: Sequence[Mapping] | None, samples: pd.DataFrame) -> None:
@@ -319,4 +336,18 @@ def setup_logging(log_path: str | os.PathLike) -> logging.Logger:
         logger.error("%s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
 
     sys.excepthook = _excepthook
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     return logger
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """On SIGTERM (Ctrl-C of Snakemake, a scheduler's kill): remove the temporary files of
+    unfinished atomic writes and end the process at once. ``os._exit`` because an exception
+    raised here can be swallowed by native callbacks (numba, h5py) and the job would go on."""
+    io = sys.modules.get("mscflow.io")
+    if io is not None:
+        io.remove_pending_files()
+    logging.getLogger("mscflow").error("terminated by signal %d; outputs not written", signum)
+    logging.shutdown()
+    os._exit(128 + signum)
