@@ -430,3 +430,31 @@ def test_plots_render(tmp_path, results, synth):
     P.save_figure(fig, tmp_path / "gsea.png")
     for f in ("forest", "comp", "volcano", "gsea"):
         assert (tmp_path / f"{f}.png").stat().st_size > 5000
+
+
+def test_schema_defaults_match_parse_settings():
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).parents[1] / "workflow/schemas/contrast.schema.yaml"
+    props = yaml.safe_load(path.read_text())["properties"]["contrast_settings"]["properties"]
+    cfg = {k: v["default"] for k, v in props.items() if "default" in v}
+    for nested in ("gsea", "pseudobulk"):
+        cfg[nested] = {k: v["default"] for k, v in props[nested]["properties"].items()}
+    assert C.parse_settings(cfg) == C.parse_settings({})
+
+
+def test_excluded_cell_types_and_score_sets_are_reported(synth):
+    adata, samples, _ = synth
+    ks = C.parse_contrasts(CONTRASTS[:1], samples)
+    st = C.parse_settings({"exclude_cell_types": ["AT2"], "score_sets": ["null_a"]})
+    s = C.score_shifts(adata.obs, ks, st, samples)
+    assert set(s["gene_set"]) == {"null_a"}
+    at2 = s[s["cell_type"] == "AT2"]
+    assert len(at2) == 2 and (at2["status"] == "skipped").all()
+    assert at2["note"].str.contains("exclude_cell_types").all()
+    c = C.composition_tests(adata.obs, ks, st, samples)
+    assert c.loc[c["cell_type"] == "AT2", "status"].item() == "skipped"
+    with pytest.raises(ValueError, match="score_sets.*score_nope"):
+        C.score_shifts(adata.obs, ks, C.parse_settings({"score_sets": ["nope"]}), samples)

@@ -53,10 +53,12 @@ __all__ = [
     "coerce_gene_sets",
     "composition_counts",
     "composition_tests",
+    "contrast_summary",
     "contrast_design",
     "design_matrix",
     "gsea_prerank",
     "gsea_sets_for_plot",
+    "load_programme_sets",
     "parse_contrasts",
     "parse_settings",
     "permute_conditions",
@@ -110,7 +112,9 @@ class GseaSettings:
     seed: int = 0
     weight: float = 1.0
     sets: tuple[str, ...] | None = None
-    plot_sets: tuple[str, ...] = ("efferocytosis", "il10")
+    plot_sets: tuple[str, ...] = (
+        "efferocytosis_combined", "il10_stat3_response", "il10_ligand_receptor",
+    )
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,12 @@ class ContrastSettings:
     composition_test: str = "quasipoisson"
     pseudobulk_min_counts: int = 10
     score_prefix: str = "score_"
+    score_sets: tuple[str, ...] = ()
+    exclude_cell_types: tuple[str, ...] = ("unassigned",)
+    forest_sets: tuple[str, ...] = (
+        "efferocytosis_combined", "efferocytosis_findme", "il10_stat3_response",
+        "il10_ligand_receptor", "pan_macrophage", "momf",
+    )
     gsea: GseaSettings = field(default_factory=GseaSettings)
 
 
@@ -156,6 +166,9 @@ def parse_settings(cfg: Mapping | None) -> ContrastSettings:
         gcfg["sets"] = tuple(str(s) for s in gcfg["sets"])
     if "plot_sets" in gcfg:
         gcfg["plot_sets"] = tuple(str(s) for s in gcfg["plot_sets"] or ())
+    for key in ("score_sets", "exclude_cell_types", "forest_sets"):
+        if key in cfg:
+            cfg[key] = tuple(str(x) for x in cfg[key] or ())
     gsea = GseaSettings(**gcfg)
     settings = ContrastSettings(
         **cfg, gsea=gsea, pseudobulk_min_counts=int(pcfg.get("min_counts", 10))
@@ -482,7 +495,8 @@ def _ols_test(y: pd.Series, X: pd.DataFrame, res: dict) -> dict:
         return res
     res["df"] = float(fit.df_resid)
     if not np.isfinite(fit.bse[j]) or fit.bse[j] == 0:
-        res["note"] = "zero residual variance; test undefined"
+        res["note"] = ("no test possible: per-sample values have no residual variance "
+                       "(e.g. no cell above score_threshold in any sample)")
         return res
     ci = fit.conf_int(alpha=0.05)[j]
     res.update(
@@ -593,6 +607,15 @@ def score_shifts(
 ) -> pd.DataFrame:
     """Per contrast x cell type x gene set x metric (mean, frac_above): effect, CI, p, FDR."""
     cols = score_columns(obs, settings.score_prefix)
+    if settings.score_sets:
+        wanted = [f"{settings.score_prefix}{x}" for x in settings.score_sets]
+        missing = [w for w in wanted if w not in cols]
+        if missing:
+            raise ValueError(
+                f"contrast_settings.score_sets: columns {missing} not in obs "
+                f"(available: {cols}); fix the set names"
+            )
+        cols = wanted
     if not cols:
         raise ValueError(
             f"obs has no gene-set score columns starting with {settings.score_prefix!r}; "
@@ -611,10 +634,17 @@ def score_shifts(
             sub = sub.set_index("sample").reindex(design.index)
             sub["n_cells"] = sub["n_cells"].fillna(0).astype(int)
             for metric in ("mean", "frac_above"):
-                rows.append(_score_row(k, ct, gs, metric, sub, design, settings, dnote))
+                row = _score_row(k, ct, gs, metric, sub, design, settings, dnote)
+                if ct in settings.exclude_cell_types:
+                    row.update(effect=np.nan, ci_low=np.nan, ci_high=np.nan, statistic=np.nan,
+                               df=np.nan, pvalue=np.nan, status=STATUS_SKIPPED,
+                               note=_EXCLUDED_NOTE)
+                rows.append(row)
     out = pd.DataFrame(rows, columns=_SCORE_COLUMNS)
     return _finish(out, ["contrast", "metric"], settings.fdr)
 
+
+_EXCLUDED_NOTE = "cell type excluded by contrast_settings.exclude_cell_types"
 
 _SCORE_COLUMNS = [
     "contrast", "tissue", "condition", "reference", "cell_type", "gene_set", "metric",
@@ -737,7 +767,8 @@ def composition_tests(
             .pivot(index="sample", columns="cell_type", values="n_cells")
             .reindex(design.index).fillna(0).sort_index(axis=1)
         )
-        eligible = [c for c in tab.columns if tab[c].sum() >= settings.min_cells_per_sample]
+        eligible = [c for c in tab.columns if tab[c].sum() >= settings.min_cells_per_sample
+                    and c not in settings.exclude_cell_types]
         offset = _composition_offset(tab, eligible, settings.composition_test)
         for ct in tab.columns:
             rows.append(_composition_row(k, ct, tab, design, settings, dnote,
@@ -784,6 +815,8 @@ def _composition_row(
     }
     if n_c == 0 or n_r == 0:
         return {**row, "status": STATUS_NO_TEST, "note": design_note or "empty group"}
+    if ct in settings.exclude_cell_types:
+        return {**row, "status": STATUS_SKIPPED, "note": _EXCLUDED_NOTE}
     if not eligible:
         return {**row, "status": STATUS_SKIPPED,
                 "note": f"cell type {ct!r} has {int(y.sum())} cells across the contrast's "
@@ -916,6 +949,12 @@ def pseudobulk_de(
         dnote = _design_note(k, design, settings.min_samples_per_group)
         gk = groups[groups["tissue"] == k.tissue]
         for ct in sorted(gk["cell_type"].unique()):
+            if ct in settings.exclude_cell_types:
+                base = {"contrast": k.name, "tissue": k.tissue, "condition": k.condition,
+                        "reference": k.reference, "cell_type": ct,
+                        "covariates": ",".join(k.covariates)}
+                frames.append(_single_row(base, STATUS_SKIPPED, _EXCLUDED_NOTE))
+                continue
             frames.append(_de_one(k, ct, counts, gk, design, settings, dnote, n_cpus))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_DE_COLUMNS)
     out["significant"] = (out["padj"] < settings.fdr).fillna(False).astype(bool)
@@ -1062,6 +1101,32 @@ def coerce_gene_sets(gene_sets: Mapping) -> dict[str, list[str]]:
     return out
 
 
+def load_programme_sets(
+    gmts: Sequence[str], gmt_species: Sequence[str], data_species: str,
+    var_names: Iterable[str], *, min_genes: int = 3, synonyms: str | Path | None = None,
+    orthologs: str | Path | None = None,
+) -> dict[str, list[str]]:
+    """Programme GMTs matched to the data's gene names (synonyms, orthologs) via
+    :mod:`mscflow.genesets`, as unweighted lists (genes with weight > 0)."""
+    from mscflow.genesets import (
+        load_gene_sets,
+        match_gene_sets,
+        read_orthologs,
+        read_synonyms,
+    )
+
+    syn = read_synonyms(synonyms) if synonyms and Path(synonyms).exists() else None
+    orth = read_orthologs(orthologs) if orthologs and Path(orthologs).exists() else None
+    var_names = list(var_names)
+    out: dict[str, list[str]] = {}
+    for gmt, species in zip(gmts, gmt_species, strict=True):
+        found, _ = match_gene_sets(load_gene_sets([gmt]), var_names, set_species=species,
+                                   data_species=data_species, min_genes=min_genes,
+                                   orthologs=orth, synonyms=syn)
+        out.update(coerce_gene_sets(found))
+    return out
+
+
 def _match_genes(genes: Iterable[str], universe: pd.Index) -> list[str]:
     """Members of ``genes`` found in ``universe``, matching case-insensitively, in order."""
     lookup: dict[str, str] = {}
@@ -1194,9 +1259,42 @@ def running_enrichment(ranking: pd.Series, genes: Iterable[str], weight: float =
 
 
 def gsea_sets_for_plot(gsea: pd.DataFrame, patterns: Sequence[str]) -> list[str]:
-    """Gene sets whose name contains any of ``patterns`` (case-insensitive), sorted."""
+    """Gene sets of ``gsea`` to draw: each entry of ``patterns`` is an exact set name or,
+    if no set has that name, a case-insensitive substring. Order follows ``patterns``."""
     names = sorted(gsea["gene_set"].dropna().unique())
-    return [n for n in names if any(p.lower() in n.lower() for p in patterns)]
+    out: list[str] = []
+    for p in patterns:
+        hits = [p] if p in names else [n for n in names if p.lower() in n.lower()]
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# summary and output
+# --------------------------------------------------------------------------------------
+def contrast_summary(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per analysis x contrast: rows tested / skipped / no_test / significant, and the
+    distinct reasons for untested rows (so the report says when no test was possible)."""
+    rows = []
+    for analysis, df in tables.items():
+        if df.empty:
+            continue
+        unit = df.drop_duplicates(["contrast", "cell_type"]) if analysis == "pseudobulk_de" \
+            else df
+        for name, sub in df.groupby("contrast", sort=False):
+            u = unit[unit["contrast"] == name]
+            untested = sub.loc[sub["status"] != STATUS_TESTED, "note"].astype(str)
+            reasons = sorted({r.split(";")[0] for r in untested if r})
+            rows.append({
+                "analysis": analysis, "contrast": name, "tissue": sub["tissue"].iloc[0],
+                "units": "cell types" if analysis == "pseudobulk_de" else "rows",
+                "n_tested": int((u["status"] == STATUS_TESTED).sum()),
+                "n_skipped": int((u["status"] == STATUS_SKIPPED).sum()),
+                "n_no_test": int((u["status"] == STATUS_NO_TEST).sum()),
+                "n_significant": int(sub["significant"].sum()),
+                "reasons_not_tested": " | ".join(reasons[:5]),
+            })
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------

@@ -48,16 +48,28 @@ def message_figure(text: str, title: str = "") -> Figure:
     return fig
 
 
+def _tight(fig: Figure) -> None:
+    """tight_layout leaving ~0.45 inch on top for the suptitle."""
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+
+
 def save_figure(fig: Figure, path: str, dpi: int = 120) -> None:
     """Save ``fig`` deterministically (no timestamps) and close it."""
     fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
 
 
-def forest_plot(shifts: pd.DataFrame, metric: str = "mean", fdr: float = 0.05) -> Figure:
+def forest_plot(
+    shifts: pd.DataFrame, metric: str = "mean", fdr: float = 0.05,
+    gene_sets: Sequence[str] | None = None,
+) -> Figure:
     """Effect (condition - reference) with 95% CI per cell type x gene set, one panel per
-    contrast. Filled red = BH-significant; rows without a test are labelled with status."""
+    contrast, for ``gene_sets`` (all when None or none present). Filled red =
+    BH-significant (FDR over all sets of the table); open = not tested (status shown)."""
     df = shifts[shifts["metric"] == metric]
+    if gene_sets:
+        keep = df["gene_set"].isin(list(gene_sets))
+        df = df[keep] if keep.any() else df
     if df.empty:
         return message_figure(f"No score-shift rows for metric {metric!r}.", "Score shifts")
     contrasts = list(dict.fromkeys(df["contrast"]))
@@ -92,7 +104,7 @@ def forest_plot(shifts: pd.DataFrame, metric: str = "mean", fdr: float = 0.05) -
         ax.set_xlabel(f"shift in per-sample {metric} (95% CI)")
         ax.set_ylim(-0.7, len(sub) - 0.3)
     fig.suptitle(f"Gene-set score shifts (red: BH FDR < {fdr}; open: not tested)", fontsize=10)
-    fig.tight_layout()
+    _tight(fig)
     return fig
 
 
@@ -132,7 +144,7 @@ def composition_bars(props: pd.DataFrame, tests: pd.DataFrame | None = None) -> 
         ax.set_title(tissue)
         ax.legend(fontsize=7, frameon=False, bbox_to_anchor=(1.0, 1.0), loc="upper left")
     fig.suptitle("Cell-type composition per sample (* = BH-significant change)", fontsize=10)
-    fig.tight_layout()
+    _tight(fig)
     return fig
 
 
@@ -169,7 +181,7 @@ def volcano_plot(de: pd.DataFrame, contrast: str, fdr: float = 0.05, label_top: 
     for ax in axes.ravel()[len(cts):]:
         ax.axis("off")
     fig.suptitle(f"Pseudobulk DE: {contrast}", fontsize=10)
-    fig.tight_layout()
+    _tight(fig)
     return fig
 
 
@@ -213,5 +225,5 @@ def gsea_enrichment_plot(
             ax.set_xlabel("gene rank (Wald stat, high = up in condition)", fontsize=7)
             ax.set_ylabel("running ES", fontsize=7)
     fig.suptitle(f"GSEA: {contrast}", fontsize=10)
-    fig.tight_layout()
+    _tight(fig)
     return fig

@@ -1,0 +1,294 @@
+# Replicate-aware condition contrasts (issue 5): score shifts, composition, pseudobulk DE,
+# GSEA and their report plots. Needs from common.smk: config, samples, mem_mb_for,
+# programme_gmts, programme_gmt_species, species_of_run.
+import re
+
+CONTRAST_DIR = "results/contrasts"
+CONTRAST_NAMES = [str(c["name"]) for c in config.get("contrasts") or []]
+CONTRAST_SETTINGS = config.get("contrast_settings") or {}
+
+
+def contrast_outputs():
+    """Every output of the contrast rules (add to rule all); empty without contrasts."""
+    if not CONTRAST_NAMES:
+        return []
+    tables = ["score_shifts", "composition", "pseudobulk_de", "gsea"]
+    return (
+        [f"{CONTRAST_DIR}/{t}.{ext}" for t in tables for ext in ("tsv", "parquet")]
+        + [f"{CONTRAST_DIR}/summary.tsv",
+           f"{CONTRAST_DIR}/plots/score_shifts_forest.png",
+           f"{CONTRAST_DIR}/plots/composition_bars.png"]
+        + expand(f"{CONTRAST_DIR}/plots/volcano_{{contrast}}.png", contrast=CONTRAST_NAMES)
+        + expand(f"{CONTRAST_DIR}/plots/gsea_{{contrast}}.png", contrast=CONTRAST_NAMES)
+    )
+
+
+CONTRAST_COMMON = dict(
+    contrasts=config.get("contrasts") or [],
+    settings=CONTRAST_SETTINGS,
+)
+
+
+rule contrast_score_shifts:
+    input:
+        h5ad="results/annotate/annotated.h5ad",
+        samples=config["samples"],
+    output:
+        tsv=report(
+            f"{CONTRAST_DIR}/score_shifts.tsv",
+            caption="../report/contrast_score_shifts.rst",
+            category="Contrasts",
+            subcategory="Score shifts",
+            labels={"table": "score shifts"},
+        ),
+        parquet=f"{CONTRAST_DIR}/score_shifts.parquet",
+        per_sample=f"{CONTRAST_DIR}/score_per_sample.tsv",
+    params:
+        **CONTRAST_COMMON,
+    log:
+        "logs/contrasts/score_shifts.log",
+    benchmark:
+        "benchmarks/contrasts/score_shifts.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(1500, 1),
+        runtime=lambda wc, attempt: 15 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/contrast_score_shifts.py"
+
+
+rule contrast_composition:
+    input:
+        h5ad="results/annotate/annotated.h5ad",
+        samples=config["samples"],
+    output:
+        tsv=report(
+            f"{CONTRAST_DIR}/composition.tsv",
+            caption="../report/contrast_composition.rst",
+            category="Contrasts",
+            subcategory="Composition",
+            labels={"table": "composition tests"},
+        ),
+        parquet=f"{CONTRAST_DIR}/composition.parquet",
+        proportions=f"{CONTRAST_DIR}/composition_proportions.tsv",
+    params:
+        **CONTRAST_COMMON,
+    log:
+        "logs/contrasts/composition.log",
+    benchmark:
+        "benchmarks/contrasts/composition.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(1500, 1),
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/contrast_composition.py"
+
+
+rule contrast_pseudobulk_de:
+    input:
+        h5ad="results/annotate/annotated.h5ad",
+        samples=config["samples"],
+    output:
+        tsv=f"{CONTRAST_DIR}/pseudobulk_de.tsv",
+        parquet=f"{CONTRAST_DIR}/pseudobulk_de.parquet",
+    params:
+        **CONTRAST_COMMON,
+    log:
+        "logs/contrasts/pseudobulk_de.log",
+    benchmark:
+        "benchmarks/contrasts/pseudobulk_de.tsv"
+    threads: 2
+    resources:
+        mem_mb=mem_mb_for(2000, 3),
+        runtime=lambda wc, attempt: 60 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/contrast_pseudobulk_de.py"
+
+
+rule contrast_gsea:
+    input:
+        de=f"{CONTRAST_DIR}/pseudobulk_de.parquet",
+        h5ad="results/annotate/annotated.h5ad",
+        gmts=programme_gmts(),
+        synonyms=config["genesets"].get("synonyms", "resources/genesets/symbol_synonyms.tsv"),
+        orthologs=config["genesets"].get("orthologs", "resources/orthologs/mouse_human_hcop.tsv.gz"),
+    output:
+        tsv=report(
+            f"{CONTRAST_DIR}/gsea.tsv",
+            caption="../report/contrast_gsea_table.rst",
+            category="Contrasts",
+            subcategory="GSEA",
+            labels={"table": "GSEA (prerank)"},
+        ),
+        parquet=f"{CONTRAST_DIR}/gsea.parquet",
+    params:
+        **CONTRAST_COMMON,
+        gmt_species=programme_gmt_species(),
+        data_species=species_of_run(),
+        min_genes=config["genesets"]["min_genes"],
+    log:
+        "logs/contrasts/gsea.log",
+    benchmark:
+        "benchmarks/contrasts/gsea.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(1500, 1),
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/contrast_gsea.py"
+
+
+rule contrast_summary:
+    input:
+        score_shifts=f"{CONTRAST_DIR}/score_shifts.parquet",
+        composition=f"{CONTRAST_DIR}/composition.parquet",
+        pseudobulk_de=f"{CONTRAST_DIR}/pseudobulk_de.parquet",
+        gsea=f"{CONTRAST_DIR}/gsea.parquet",
+    output:
+        tsv=report(
+            f"{CONTRAST_DIR}/summary.tsv",
+            caption="../report/contrast_summary.rst",
+            category="Contrasts",
+            subcategory="Summary",
+            labels={"table": "tests per contrast"},
+        ),
+    log:
+        "logs/contrasts/summary.log",
+    benchmark:
+        "benchmarks/contrasts/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/contrast_summary.py"
+
+
+rule contrast_plot_forest:
+    input:
+        shifts=f"{CONTRAST_DIR}/score_shifts.parquet",
+    output:
+        png=report(
+            f"{CONTRAST_DIR}/plots/score_shifts_forest.png",
+            caption="../report/contrast_forest.rst",
+            category="Contrasts",
+            subcategory="Score shifts",
+            labels={"figure": "forest plot"},
+        ),
+    params:
+        **CONTRAST_COMMON,
+    log:
+        "logs/contrasts/plot_forest.log",
+    benchmark:
+        "benchmarks/contrasts/plot_forest.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/contrast_plot_forest.py"
+
+
+rule contrast_plot_composition:
+    input:
+        proportions=f"{CONTRAST_DIR}/composition_proportions.tsv",
+        tests=f"{CONTRAST_DIR}/composition.parquet",
+    output:
+        png=report(
+            f"{CONTRAST_DIR}/plots/composition_bars.png",
+            caption="../report/contrast_composition_bars.rst",
+            category="Contrasts",
+            subcategory="Composition",
+            labels={"figure": "composition per sample"},
+        ),
+    log:
+        "logs/contrasts/plot_composition.log",
+    benchmark:
+        "benchmarks/contrasts/plot_composition.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/contrast_plot_composition.py"
+
+
+rule contrast_plot_volcano:
+    input:
+        de=f"{CONTRAST_DIR}/pseudobulk_de.parquet",
+    output:
+        png=report(
+            f"{CONTRAST_DIR}/plots/volcano_{{contrast}}.png",
+            caption="../report/contrast_volcano.rst",
+            category="Contrasts",
+            subcategory="Pseudobulk DE",
+            labels={"figure": "volcano", "contrast": "{contrast}"},
+        ),
+    params:
+        fdr=CONTRAST_SETTINGS.get("fdr", 0.05),
+    wildcard_constraints:
+        contrast="|".join(map(re.escape, CONTRAST_NAMES)) if CONTRAST_NAMES else "$^",
+    log:
+        "logs/contrasts/plot_volcano_{contrast}.log",
+    benchmark:
+        "benchmarks/contrasts/plot_volcano_{contrast}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/contrast_plot_volcano.py"
+
+
+rule contrast_plot_gsea:
+    input:
+        de=f"{CONTRAST_DIR}/pseudobulk_de.parquet",
+        gsea=f"{CONTRAST_DIR}/gsea.parquet",
+        h5ad="results/annotate/annotated.h5ad",
+        gmts=programme_gmts(),
+        synonyms=config["genesets"].get("synonyms", "resources/genesets/symbol_synonyms.tsv"),
+        orthologs=config["genesets"].get("orthologs", "resources/orthologs/mouse_human_hcop.tsv.gz"),
+    output:
+        png=report(
+            f"{CONTRAST_DIR}/plots/gsea_{{contrast}}.png",
+            caption="../report/contrast_gsea.rst",
+            category="Contrasts",
+            subcategory="GSEA",
+            labels={"figure": "GSEA enrichment", "contrast": "{contrast}"},
+        ),
+    params:
+        **CONTRAST_COMMON,
+        gmt_species=programme_gmt_species(),
+        data_species=species_of_run(),
+        min_genes=config["genesets"]["min_genes"],
+    wildcard_constraints:
+        contrast="|".join(map(re.escape, CONTRAST_NAMES)) if CONTRAST_NAMES else "$^",
+    log:
+        "logs/contrasts/plot_gsea_{contrast}.log",
+    benchmark:
+        "benchmarks/contrasts/plot_gsea_{contrast}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=5,
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/contrast_plot_gsea.py"
