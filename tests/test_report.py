@@ -1,0 +1,484 @@
+"""The Snakemake report: items, captions, tables, size, report.zip, and the page in Chromium.
+
+The browser test opens report.html of the demo run in headless Chromium through Selenium with
+no network, walks the QC, clustering, scores and run-overview categories like a reader,
+checks every figure renders and that the page loaded nothing that failed or came from the
+network, and saves screenshots in tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, run_snakemake
+
+from mscflow import plotting
+from mscflow.report import (
+    CONFIG_COLUMNS,
+    RUN_INFO_COLUMNS,
+    SAMPLES_OVERVIEW_COLUMNS,
+    SOFTWARE_COLUMNS,
+    flatten_config,
+    overview_html,
+    run_info,
+    samples_overview,
+    software_versions,
+)
+
+ARTIFACTS = REPO / "tests" / "artifacts"
+MAX_REPORT_BYTES = 25 * 1024 * 1024
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Columns every table of the report must hold (by file name; extra columns are allowed).
+EXPECTED_COLUMNS = {
+    "qc_summary.tsv": ["sample", "cells_in", "cells_out", "n_qc_fail", "n_doublet",
+                       "threshold_min_counts", "threshold_max_pct_mito",
+                       "threshold_doublet_score"],
+    "resolution_agreement.tsv": ["clustering_a", "clustering_b", "n_clusters_a",
+                                 "n_clusters_b", "adjusted_rand_index"],
+    "cluster_sizes.tsv": ["sample"],
+    "gene_set_report.tsv": ["set", "n_genes", "n_found", "missing"],
+    "mean_scores.tsv": ["cluster", "cell_type", "sample", "tissue", "condition", "n_cells",
+                        "gene_set", "mean_score"],
+    "clusters.tsv": ["cluster", "tissue", "label", "margin", "fraction_agreeing",
+                     "top_marker_genes"],
+    "samples.tsv": list(SAMPLES_OVERVIEW_COLUMNS),
+    "software_versions.tsv": list(SOFTWARE_COLUMNS),
+    "config_used.tsv": list(CONFIG_COLUMNS),
+    "run_info.tsv": list(RUN_INFO_COLUMNS),
+}
+
+# Figures the issue asks for, per category (file names in the report).
+EXPECTED_FIGURES = {
+    "1. Quality control": {"qc_distributions.png", "doublet_scores.png"},
+    "2. Clustering": {"umap_overview.png", "marker_dotplot.png", "resolution_comparison.png"},
+    "3. Gene-set scores": {"umap_scores.png", "score_violins.png", "mean_scores_control.png",
+                           "mean_scores_MSC.png"},
+    "4. Annotation": {"annotation_dotplot.png"},
+}
+
+
+# --- pure functions of the style module and the run overview ---------------------------
+
+
+def test_condition_palette_fixed_controls_first_and_distinct() -> None:
+    pal = plotting.condition_palette(["MSC", "zeta", "control", "apoptotic_MSC", "alpha"])
+    assert list(pal)[0] == "control"
+    assert pal["control"] == plotting.CONDITION_COLOURS["control"]
+    assert pal["MSC"] == plotting.CONDITION_COLOURS["MSC"]
+    assert len(set(pal.values())) == len(pal)
+    # An unknown condition keeps its colour whatever else the run holds.
+    assert plotting.condition_palette(["alpha", "zeta"])["alpha"] == pal["alpha"]
+
+
+def test_cell_type_palette_is_fixed_and_distinct() -> None:
+    full = plotting.cell_type_palette(list(plotting.CELL_TYPE_ORDER) + ["new_type"])
+    assert len(set(full.values())) == len(full)
+    some = plotting.cell_type_palette(["t_cell", "kupffer_cell"])
+    assert some["t_cell"] == full["t_cell"] and some["kupffer_cell"] == full["kupffer_cell"]
+
+
+def _mean_scores_table() -> pd.DataFrame:
+    """Two samples of one condition; cell type A split over two clusters in sample s1."""
+    rows = [
+        # cluster, cell_type, sample, tissue, condition, n_cells, gene_set, mean_score
+        ("0", "A", "s1", "lung", "ctl", 30, "g", 1.0),
+        ("1", "A", "s1", "lung", "ctl", 10, "g", 3.0),
+        ("0", "A", "s2", "lung", "ctl", 100, "g", 0.0),
+        ("2", "B", "s1", "lung", "ctl", 5, "g", -2.0),
+        ("0", "A", "s3", "lung", "trt", 50, "g", 4.0),
+        ("2", "B", "s3", "lung", "trt", 5, "g", 1.0),
+    ]
+    return pd.DataFrame(rows, columns=["cluster", "cell_type", "sample", "tissue",
+                                       "condition", "n_cells", "gene_set", "mean_score"])
+
+
+def test_cell_type_means_pool_clusters_then_average_samples() -> None:
+    means = plotting.cell_type_means(_mean_scores_table()).set_index(
+        ["condition", "cell_type"])
+    # s1: (30*1 + 10*3) / 40 = 1.5; s2: 0.0; samples weigh equally -> 0.75 (not 60/140).
+    assert means.loc[("ctl", "A"), "mean_score"] == pytest.approx(0.75)
+    assert means.loc[("ctl", "A"), "n_samples"] == 2
+    assert means.loc[("ctl", "A"), "n_cells"] == 140
+    assert means.loc[("trt", "A"), "mean_score"] == pytest.approx(4.0)
+
+
+def test_mean_score_heatmap_shares_colour_scale_across_conditions() -> None:
+    table = _mean_scores_table()
+    limits = []
+    for condition in ("ctl", "trt"):
+        fig = plotting.mean_score_heatmap(table, condition)
+        mesh = fig.axes[0].collections[0]
+        limits.append(mesh.get_clim())
+        plt.close(fig)
+    assert limits[0] == limits[1]
+    assert limits[0][0] == -limits[0][1] > -np.inf
+    with pytest.raises(ValueError, match="not in the mean score table"):
+        plotting.mean_score_heatmap(table, "absent")
+
+
+def test_resolution_comparison_draws_counts_and_ari(tmp_path: Path) -> None:
+    agreement = pd.DataFrame({
+        "clustering_a": ["leiden_0.5", "leiden_0.5", "leiden_1", "leiden_1"],
+        "clustering_b": ["leiden_0.5", "leiden_1", "leiden_0.5", "leiden_1"],
+        "n_clusters_a": [5, 5, 9, 9], "n_clusters_b": [5, 9, 5, 9],
+        "adjusted_rand_index": [1.0, 0.6, 0.6, 1.0],
+    })
+    fig = plotting.resolution_comparison(agreement)
+    bars = [p.get_height() for p in fig.axes[0].patches]
+    assert bars == [5, 9]
+    assert "clusters" in fig.axes[0].get_ylabel()
+    plotting.save(fig, str(tmp_path / "res.png"))
+    assert (tmp_path / "res.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_samples_overview_joins_sheet_and_qc() -> None:
+    sheet = pd.DataFrame({"sample": ["a", "b"], "tissue": ["lung", "liver"],
+                          "condition": ["control", "MSC"], "replicate": ["1", "1"],
+                          "species": ["mouse", "mouse"], "format": ["h5ad", "h5ad"],
+                          "path": ["x", "y"]}).set_index("sample", drop=False)
+    qc = pd.DataFrame({"sample": ["b", "a"], "cells_in": [200, 100], "cells_out": [150, 90]})
+    out = samples_overview(sheet, qc)
+    assert list(out.columns) == list(SAMPLES_OVERVIEW_COLUMNS)
+    assert out.set_index("sample").loc["b", "pct_kept"] == 75.0
+    with pytest.raises(ValueError, match="lacks sample"):
+        samples_overview(sheet, qc.iloc[:1])
+
+
+def test_flatten_config_and_run_info() -> None:
+    cfg = {"seed": 7, "qc": {"nmads": 5, "flags": [1, 2]}, "demo": {"seed": 3},
+           "samples": "s.tsv"}
+    flat = flatten_config(cfg).set_index("key")["value"].to_dict()
+    assert flat == {"demo.seed": "3", "qc.flags": "[1, 2]", "qc.nmads": "5", "samples": "s.tsv",
+                    "seed": "7"}
+    info = run_info(cfg).set_index("item")["value"]
+    seeds = info[info.index.str.startswith("Random seed")]
+    assert sorted(seeds) == ["3", "7"]
+    assert info["mscflow version"] != "not installed"
+
+
+def test_software_versions_cover_the_computing_stack() -> None:
+    table = software_versions(["mscflow.cluster", "mscflow.plotting"])
+    direct = set(table.loc[table["role"] == "direct", "package"].str.lower())
+    assert {"mscflow", "scanpy", "anndata", "numpy", "pandas", "leidenalg", "umap-learn",
+            "scikit-learn", "matplotlib", "seaborn", "snakemake"} <= direct
+    assert table.iloc[0].tolist()[:1] == ["Python"]
+    assert not table["package"].str.lower().duplicated().any()
+    assert table["version"].str.match(r"^\d").all()
+
+
+def test_overview_html_is_self_contained() -> None:
+    page = overview_html(
+        run_info({"seed": 0}),
+        pd.DataFrame({"sample": ["a<b"], "cells_in": [10], "cells_out": [9]}),
+        pd.DataFrame({"package": ["numpy"], "version": ["2.0"], "role": ["direct"]}),
+        flatten_config({"seed": 0}), workflow_commit="abc123")
+    assert "a&lt;b" in page and "abc123" in page
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)
+
+
+# --- captions of every report() in the rule files ----------------------------------------
+
+
+def report_calls(text: str) -> list[str]:
+    """The argument text of every ``report(...)`` call in a rule file."""
+    calls = []
+    for match in re.finditer(r"\breport\(", text):
+        depth, pos = 1, match.end()
+        while depth and pos < len(text):
+            depth += {"(": 1, ")": -1}.get(text[pos], 0)
+            pos += 1
+        calls.append(text[match.end():pos - 1])
+    return calls
+
+
+def included_rule_files(snakefile: Path) -> list[Path]:
+    """Rule files the Snakefile includes (recursively), in include order."""
+    found: list[Path] = []
+    for match in re.finditer(r"^\s*include:\s*[\"']([^\"']+)[\"']", snakefile.read_text(),
+                             flags=re.M):
+        path = (snakefile.parent / match.group(1)).resolve()
+        if path not in found:
+            found += [path, *included_rule_files(path)]
+    return found
+
+
+def test_every_report_item_in_the_rules_has_a_caption_and_category() -> None:
+    rules = included_rule_files(REPO / "Snakefile")
+    assert REPO / "workflow" / "rules" / "report.smk" in rules
+    calls = [(path, call) for path in rules for call in report_calls(path.read_text())]
+    assert len(calls) >= 20, calls
+    for path, call in calls:
+        caption = re.search(r"caption\s*=\s*[\"']([^\"']+)[\"']", call)
+        assert caption, f"{path.name}: report() without caption: {call[:80]}"
+        rst = (path.parent / caption.group(1)).resolve()
+        assert rst.is_file() and rst.read_text().strip(), f"{path.name}: {rst} missing/empty"
+        assert re.search(r"category\s*=", call), f"{path.name}: no category: {call[:80]}"
+
+
+# --- the report of the demo run -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report_html(demo_run: Path) -> Path:
+    run_snakemake(demo_run, "--report", "report.html")
+    return demo_run / "report.html"
+
+
+def report_data(html: str, name: str) -> dict:
+    """A JSON object the report embeds as ``var <name> = {...};``."""
+    match = re.search(rf"var {name} = (\{{.*?\}});\s*</script>", html, flags=re.S)
+    assert match, f"report has no {name}"
+    return json.loads(match.group(1))
+
+
+def test_report_html_under_25_mb(report_html: Path) -> None:
+    size = report_html.stat().st_size
+    print(f"report.html: {size / 1e6:.1f} MB")
+    assert 1e5 < size < MAX_REPORT_BYTES
+
+
+def test_report_items_have_captions_files_and_columns(report_html: Path,
+                                                      demo_run: Path) -> None:
+    html = report_html.read_text()
+    results = report_data(html, "results")
+    categories = report_data(html, "categories")
+    names = {Path(p).name for p in results}
+    for category, figures in EXPECTED_FIGURES.items():
+        in_category = {Path(p).name for items in categories[category].values() for p in items}
+        assert figures <= in_category, (category, figures - in_category)
+    assert {"run_overview.html", "samples.tsv", "software_versions.tsv", "config_used.tsv",
+            "run_info.tsv", "qc_summary.tsv", "resolution_agreement.tsv",
+            "clusters.tsv"} <= names
+    for path, entry in results.items():
+        caption = re.sub(r"<[^>]+>", "", entry["caption"]).strip()
+        assert len(caption) > 40, f"{path}: caption missing or too short"
+        assert "{{" not in caption and "snakemake.config" not in caption, path
+        file = demo_run / path
+        assert file.is_file() and file.stat().st_size > 0, path
+        if file.suffix == ".png":
+            assert file.read_bytes()[:8] == PNG_MAGIC, path
+        elif file.suffix == ".tsv":
+            table = pd.read_csv(file, sep="\t")
+            assert len(table) > 0, path
+            missing = set(EXPECTED_COLUMNS.get(file.name, [])) - set(table.columns)
+            assert not missing, (path, missing)
+    samples = pd.read_csv(demo_run / "results/report/samples.tsv", sep="\t")
+    qc = pd.read_csv(demo_run / "results/qc/qc_summary.tsv", sep="\t")
+    assert samples.set_index("sample")["cells_out"].to_dict() == qc.set_index("sample")[
+        "cells_out"].to_dict()
+
+
+def test_report_zip_unzips_with_index(demo_run: Path, tmp_path: Path) -> None:
+    run_snakemake(demo_run, "--report", "report.zip")
+    with zipfile.ZipFile(demo_run / "report.zip") as archive:
+        assert archive.testzip() is None
+        archive.extractall(tmp_path)
+    index = tmp_path / "report" / "report.html"
+    assert index.is_file() and index.stat().st_size > 1e5
+    data = sorted((tmp_path / "report" / "data").rglob("*.png"))
+    assert {p.name for p in data} >= set().union(*EXPECTED_FIGURES.values())
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in data)
+
+
+# --- the report in headless Chromium -----------------------------------------------------
+
+
+def _browser_paths() -> tuple[str | None, str | None]:
+    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)),
+                   None)
+    return browser, shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Selenium, with browser and network logs on."""
+    chromium, chromedriver = _browser_paths()
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as err:  # pragma: no cover - selenium is a test dependency
+        chromium, chromedriver, reason = None, None, f"selenium missing ({err})"
+    else:
+        reason = "chromium and chromedriver not installed (apt-get install chromium " \
+                 "chromium-driver, or run .ci/install-system.sh as root)"
+    if not (chromium and chromedriver):
+        if os.environ.get("MSCFLOW_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"MSCFLOW_REQUIRE_CHROMIUM=1 but {reason}")
+        pytest.skip(reason)
+    profile = tempfile.mkdtemp(prefix="mscflow-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                "--window-size=1600,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver.set_page_load_timeout(120)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _click_link(driver, text: str, timeout: float = 20) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def find(d):
+        links = [a for a in d.find_elements(By.CSS_SELECTOR, "nav a") if a.text.strip() == text]
+        return links[-1] if links else False
+
+    WebDriverWait(driver, timeout).until(find).click()
+
+
+def _menu_rows(driver) -> list:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, "nav table tbody tr")
+
+
+def _rendered(driver):
+    """Wait condition: the main pane shows a decoded image, or a frame."""
+    from selenium.webdriver.common.by import By
+
+    pane = driver.find_elements(By.CSS_SELECTOR, "#app > div > div")[-1]
+    imgs = pane.find_elements(By.CSS_SELECTOR, "img")
+    frames = pane.find_elements(By.CSS_SELECTOR, "iframe")
+    if imgs and driver.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth > 0", imgs[0]):
+        return ("img", imgs[0])
+    if frames:
+        return ("iframe", frames[0])
+    return False
+
+
+def _view_rows(driver, seen: dict[str, dict]) -> None:
+    """View the items of the menu under every setting of its label toggles."""
+    from selenium.webdriver.common.by import By
+
+    groups = [[i.get_attribute("id") for i in f.find_elements(By.CSS_SELECTOR, "input[type=radio]")]
+              for f in driver.find_elements(By.CSS_SELECTOR, "nav fieldset")]
+    for setting in itertools.product(*groups):
+        for radio_id in setting:
+            driver.find_element(By.CSS_SELECTOR, f"label[for='{radio_id}']").click()
+        _view_shown_rows(driver, seen)
+
+
+def _view_shown_rows(driver, seen: dict[str, dict]) -> None:
+    """Click the eye of every item shown in the menu; record what the main pane renders."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    for index in range(len(_menu_rows(driver))):
+        row = _menu_rows(driver)[index]
+        eye = row.find_element(By.CSS_SELECTOR, "a[iconname=eye]")
+        href = eye.get_attribute("href") or ""
+        if href.startswith("data:"):  # a table: the eye downloads it
+            name = re.search(r"filename=([^;]+);", href).group(1)
+            seen[name] = {"kind": "download", "label": row.text}
+            continue
+        eye.click()  # React re-renders the pane within the click's event dispatch
+        kind, element = WebDriverWait(driver, 30).until(_rendered)
+        name = re.search(r"filename=([^;]+);", element.get_attribute("src")).group(1)
+        width = driver.execute_script("return arguments[0].naturalWidth || 0", element)
+        seen[name] = {"kind": kind, "label": row.text, "width": width}
+
+
+def _walk_category(driver, url: str, category: str) -> dict[str, dict]:
+    """Open a category from the start page, then each subcategory, viewing every item."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    _click_link(driver, category)
+    seen: dict[str, dict] = {}
+    if _menu_rows(driver):
+        _view_rows(driver, seen)
+        return seen
+    subcategories = [a.text.strip() for a in driver.find_elements(
+        By.CSS_SELECTOR, "nav div.p-3 ul li a") if a.text.strip()]
+    assert subcategories, f"{category}: neither items nor subcategories in the menu"
+    for sub in subcategories:
+        _click_link(driver, sub)
+        _view_rows(driver, seen)
+        _click_link(driver, category)
+    return seen
+
+
+def _page_problems(driver) -> list[str]:
+    """Failed loads, HTTP errors, network requests and console errors since the last call."""
+    problems = []
+    for entry in driver.get_log("browser"):
+        if entry["level"] == "SEVERE":
+            problems.append(f"console: {entry['message']}")
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        params = message.get("params", {})
+        if message["method"] == "Network.loadingFailed":
+            problems.append(f"failed load: {params.get('errorText')} ({params.get('type')})")
+        elif message["method"] == "Network.requestWillBeSent":
+            url = params["request"]["url"]
+            if re.match(r"^(https?|wss?|ftp):", url):
+                problems.append(f"network request: {url}")
+        elif message["method"] == "Network.responseReceived":
+            status = params["response"].get("status", 0)
+            if status >= 400:
+                problems.append(f"HTTP {status}: {params['response']['url']}")
+    return problems
+
+
+def test_report_renders_in_headless_chromium(report_html: Path, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.get("about:blank")
+    _page_problems(browser)  # drop what the browser did before the report
+    url = report_html.resolve().as_uri()
+    browser.get(url)
+    assert browser.title == "Snakemake Report"
+    menu = {a.text.strip() for a in browser.find_elements(By.CSS_SELECTOR, "nav a")}
+    assert {"0. Run overview", "1. Quality control", "2. Clustering",
+            "3. Gene-set scores"} <= menu, menu
+
+    for category in ("1. Quality control", "2. Clustering", "3. Gene-set scores"):
+        seen = _walk_category(browser, url, category)
+        images = {n for n, v in seen.items() if v["kind"] == "img" and v["width"] > 0}
+        assert EXPECTED_FIGURES[category] <= images, (category, seen)
+        slug = re.sub(r"\W+", "_", category.split(". ", 1)[1].lower())
+        browser.save_screenshot(str(ARTIFACTS / f"report_{slug}.png"))
+
+    # The QC figure a reader checks first, as a screenshot of its own.
+    browser.get(url)
+    _click_link(browser, "1. Quality control")
+    row = next(r for r in _menu_rows(browser) if "QC distributions" in r.text)
+    row.find_element(By.CSS_SELECTOR, "a[iconname=eye]").click()
+    browser.save_screenshot(str(ARTIFACTS / "report_screenshot.png"))
+
+    seen = _walk_category(browser, url, "0. Run overview")
+    assert seen["run_overview.html"]["kind"] == "iframe", seen
+    frame = browser.find_elements(By.CSS_SELECTOR, "#app > div > div")[-1].find_element(
+        By.CSS_SELECTOR, "iframe")
+    browser.switch_to.frame(frame)
+    text = browser.find_element(By.TAG_NAME, "body").text
+    browser.switch_to.default_content()
+    for heading in ("Samples", "Software that computed the results", "Configuration used",
+                    "Random seed", "lung_control_1", "scanpy"):
+        assert heading in text, heading
+    browser.save_screenshot(str(ARTIFACTS / "report_run_overview.png"))
+
+    problems = _page_problems(browser)
+    assert not problems, "\n".join(problems)
