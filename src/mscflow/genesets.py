@@ -411,10 +411,10 @@ def match_gene_sets(
             for r in too_small.itertuples()
         )
         raise ValueError(
-            f"{len(too_small)} gene set(s) have fewer than scoring.min_genes={min_genes} "
+            f"{len(too_small)} gene set(s) have fewer than genesets.min_genes={min_genes} "
             f"genes in the {data_species} data: {details}. Fix: check the set's species "
             f"(sets are read as {set_species}), correct the symbols in its GMT file, or "
-            "lower scoring.min_genes in the config."
+            "lower genesets.min_genes in the config."
         )
     return matched, report
 
