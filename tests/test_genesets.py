@@ -260,7 +260,7 @@ def test_all_genes_absent_gives_clear_error(orthologs):
                            data_species="mouse", min_genes=2)
     text = str(err.value)
     assert "'absent': 0 of 3 found (missing: Foo1,Bar2,Baz3)" in text
-    assert "scoring.min_genes=2" in text and "GMT" in text and "'ok'" not in text
+    assert "genesets.min_genes=2" in text and "GMT" in text and "'ok'" not in text
 
 
 def test_weights_survive_matching(orthologs, synonyms):
