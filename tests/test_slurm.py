@@ -432,6 +432,94 @@ def test_failed_job_names_its_log_and_rerun_resumes(slurm, tmp_path):
     ).read_text()
 
 
+# --- profiles/cluster-generic ----------------------------------------------------------------
+
+GENERIC = REPO / "profiles" / "cluster-generic"
+
+
+def _scheduler_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scheduler", GENERIC / "scheduler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generic_status_mapping_of_each_scheduler():
+    sched = _scheduler_module()
+    assert sched.slurm_state("COMPLETED") == "success"
+    assert sched.slurm_state("RUNNING") == "running"
+    assert sched.slurm_state("OUT_OF_MEMORY") == "failed"
+    assert sched.slurm_state("CANCELLED by 0") == "failed"
+    assert sched.sge_state_from_qacct("") == "running"
+    assert sched.sge_state_from_qacct("failed       0    \nexit_status  0\n") == "success"
+    assert sched.sge_state_from_qacct("failed       0    \nexit_status  137\n") == "failed"
+    assert sched.sge_state_from_qacct(
+        "failed       37  : qmaster enforced h_rt\nexit_status  0"
+    ) == ("failed")
+    assert sched.pbs_state("    job_state = R\n") == "running"
+    assert sched.pbs_state("    job_state = F\n    Exit_status = 0\n") == "success"
+    assert sched.pbs_state("    job_state = C\n    exit_status = 271\n") == "failed"
+    assert sched.lsf_state("DONE\n") == "success"
+    assert sched.lsf_state("EXIT\n") == "failed"
+    assert sched.lsf_state("PEND\n") == "running"
+    assert sched.parse_job_id("lsf", "Job <4711> is submitted to queue <short>.") == "4711"
+    assert sched.parse_job_id("pbs", "1234.pbs-server\n") == "1234.pbs-server"
+    assert sched.parse_job_id("slurm", "99;cluster\n") == "99"
+
+
+def test_generic_submit_commands_carry_threads_memory_and_time():
+    sched = _scheduler_module()
+    props = {
+        "rule": "qc",
+        "wildcards": {"sample": "lung_1"},
+        "threads": 4,
+        "resources": {"mem_mb": 8000, "runtime": 90, "queue": "short", "account": "p1"},
+    }
+    slurm = sched.submit_command("slurm", props, "job.sh")
+    assert slurm[-1] == "job.sh"
+    for flag, value in [
+        ("--mem", "8000"),
+        ("--time", "90"),
+        ("--cpus-per-task", "4"),
+        ("--partition", "short"),
+        ("--account", "p1"),
+    ]:
+        assert slurm[slurm.index(flag) + 1] == value
+    sge = " ".join(sched.submit_command("sge", props, "job.sh"))
+    assert "-pe smp 4" in sge and "h_vmem=2000M" in sge and "h_rt=5400" in sge
+    pbs = " ".join(sched.submit_command("pbs", props, "job.sh"))
+    assert "select=1:ncpus=4:mem=8000mb" in pbs and "walltime=01:30:00" in pbs
+    lsf = sched.submit_command("lsf", props, "job.sh")
+    assert "job.sh" not in lsf  # bsub reads the script from stdin
+    assert lsf[lsf.index("-M") + 1] == "8000MB" and lsf[lsf.index("-W") + 1] == "90"
+
+
+def test_generic_profile_through_slurm_retries_memory_kill(slurm, tmp_path, monkeypatch):
+    monkeypatch.setenv("MSCFLOW_SCHEDULER", "slurm")
+    workdir = _test_workflow(tmp_path / "generic")
+    proc, _ = _snakemake(
+        workdir, "--profile", str(GENERIC), "--config", "hog_mb=500", "hog_base_mb=200"
+    )
+    out = _output(proc)
+    assert proc.returncode == 0, out
+    ids = re.findall(r"Submitted (?:group )?job \S+ with external jobid '(\d+)'", out)
+    assert len(ids) == 6, out  # 3 x item, summary, hog twice
+    records = _sacct_settled(ids)
+    hog = sorted(
+        (r for r in records.values() if r["ReqMem"] in ("456M", "912M")),
+        key=lambda r: int(r["JobID"]),
+    )
+    assert [(r["ReqMem"], r["State"]) for r in hog] == [("456M", "FAILED"), ("912M", "COMPLETED")]
+    assert sum(r["State"] == "COMPLETED" for r in records.values()) == 5, records
+    killed_log = workdir / "logs" / "cluster" / f"hog-{hog[0]['JobID']}.log"
+    assert "exceeded memory limit" in killed_log.read_text()
+    assert (workdir / "results" / "hog.txt").read_text() == "held 500 MB\n"
+    fields = _log_fields(workdir / "logs" / "item" / "a.log")
+    assert fields["SLURM_JOB_ID"] in ids and fields["python"] == sys.executable
+
+
 # --- the mscflow demo ---------------------------------------------------------------------
 
 
