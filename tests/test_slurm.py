@@ -266,32 +266,31 @@ def _resources_namespace() -> dict:
     return namespace
 
 
-class _Input(list):
-    """Stands in for snakemake's InputFiles: a list of paths with size_mb."""
-
-    @property
-    def size_mb(self) -> float:
-        return sum(os.path.getsize(p) for p in self) / 1024**2
-
-
 def test_resource_helpers_scale_with_input_size_and_attempt(tmp_path):
     ns = _resources_namespace()
     big = tmp_path / "big.bin"
     big.write_bytes(b"\0" * (10 * 1024**2))
     mem = ns["scaled_mem_mb"](base_mb=1000, per_input_mb=4)
     overhead = ns["SNAKEMAKE_JOBSTEP_MB"]
-    assert mem(None, _Input([big]), 1) == overhead + 1000 + 40
-    assert mem(None, _Input([big]), 2) == 2 * (overhead + 1000 + 40)
-    assert mem(None, _Input([]), 1) == overhead + 1000
+    assert mem(None, [str(big)], 1) == overhead + 1000 + 40
+    assert mem(None, [str(big)], 2) == 2 * (overhead + 1000 + 40)
+    assert mem(None, [], 1) == overhead + 1000
     capped = ns["scaled_mem_mb"](base_mb=1000, per_input_mb=4, max_mb=2000)
-    assert capped(None, _Input([big]), 3) == 2000
+    assert capped(None, [str(big)], 3) == 2000
     runtime = ns["scaled_runtime"](base_min=10, per_input_mb=0.5)
-    assert runtime(None, _Input([big]), 1) == 15
-    assert runtime(None, _Input([big]), 3) == 45
-    assert ns["mem_mb_from_input"](None, _Input([big]), 2) == mem(None, _Input([big]), 2)
-    assert ns["runtime_from_input"](None, _Input([]), 1) == 10
-    with pytest.raises(FileNotFoundError):  # snakemake defers the value until inputs exist
-        mem(None, _Input([tmp_path / "not-yet"]), 1)
+    assert runtime(None, [str(big)], 1) == 15
+    assert runtime(None, [str(big)], 3) == 45
+    assert ns["mem_mb_from_input"](None, [str(big)], 2) == mem(None, [str(big)], 2)
+    assert ns["runtime_from_input"](None, [], 1) == 10
+    folder = tmp_path / "matrix"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "matrix.mtx.gz").write_bytes(b"\0" * (5 * 1024**2))
+    (folder / "barcodes.tsv.gz").write_bytes(b"\0" * (5 * 1024**2))
+    assert mem(None, [str(folder), str(big)], 1) == overhead + 1000 + 80
+    missing = str(tmp_path / "not-yet")
+    with pytest.raises(FileNotFoundError) as err:  # snakemake defers until inputs exist
+        mem(None, [missing], 1)
+    assert err.value.filename == missing
 
 
 # --- SLURM ----------------------------------------------------------------------------------
@@ -567,6 +566,9 @@ def test_demo_through_slurm(slurm, tmp_path):
 
     submitted = [s["slurm"] for s in _submissions(proc)]
     assert submitted, f"no job was submitted to SLURM:\n{out}"
+    # Every job that was not a declared localrule went to SLURM (one submission per job).
+    remote_jobs = re.findall(r"^rule \w+:$", out, flags=re.M)
+    assert len(remote_jobs) == len(submitted), out
     records = _sacct_settled(submitted)
     assert sorted(records) == sorted(submitted), records
     assert all(r["State"] == "COMPLETED" for r in records.values()), records

@@ -20,7 +20,8 @@
 # OUT_OF_MEMORY.
 #
 # Idempotent: when every daemon recorded in $STATE/pids is alive and sinfo answers, it does
-# nothing. Stop everything with .ci/slurm/stop.sh.
+# nothing; when only some are (or none: a stale pid file), it stops those and starts afresh.
+# Stop everything with .ci/slurm/stop.sh.
 #
 # Environment:
 #   MSCFLOW_SLURM_STATE    state directory (default /tmp/mscflow-slurm)
@@ -101,7 +102,10 @@ if all_recorded_alive && sinfo -h >/dev/null 2>&1; then
     exit 0
 fi
 if [[ -s $PIDS ]]; then
-    die "$PIDS lists daemons that are not all alive: run .ci/slurm/stop.sh first"
+    # Left over from an earlier start (e.g. a session that ended without stop.sh): stop
+    # whichever of its recorded daemons still run, then start afresh.
+    log "$PIDS is from an earlier start and not all its daemons are alive: stopping them"
+    bash "$(dirname "${BASH_SOURCE[0]}")/stop.sh"
 fi
 
 for conf in slurm.conf slurmdbd.conf; do

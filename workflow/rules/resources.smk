@@ -24,11 +24,12 @@
 # second process (about 180 MB resident, measured with sacct MaxRSS on snakemake 9.27) against
 # the job's memory, next to the rule's own command.
 #
-# Inputs that do not exist yet while the DAG is built: `input.size_mb` raises
-# FileNotFoundError, which snakemake turns into "to be determined" and evaluates again when
-# the job is ready to run, so the request is always computed from the real input files.
+# Inputs that do not exist yet while the DAG is built raise FileNotFoundError, which snakemake
+# turns into "to be determined" and evaluates again when the job is ready to run, so the
+# request is always computed from the real input files (never from a missing file taken as 0).
 
 import math
+import os
 
 # Resident memory of the `python -m snakemake` job-step process inside each job, in MB, with
 # headroom (measured: ~180 MB).
@@ -36,10 +37,17 @@ SNAKEMAKE_JOBSTEP_MB = 256
 
 
 def _input_size_mb(input):
-    """Total size of a job's input files in MB (0 for a rule without inputs)."""
-    if not input:
-        return 0.0
-    return float(input.size_mb)
+    """Total size in MB of a job's inputs; a folder input (e.g. a 10x matrix folder) counts
+    with every file under it. A missing input raises FileNotFoundError naming it, which
+    snakemake takes as "evaluate again once the inputs exist"."""
+    total = 0
+    for path in input:
+        if os.path.isdir(path):
+            for folder, _, files in os.walk(path):
+                total += sum(os.path.getsize(os.path.join(folder, f)) for f in files)
+        else:
+            total += os.stat(path).st_size
+    return total / 1024**2
 
 
 def scaled_mem_mb(base_mb=1000, per_input_mb=4.0, max_mb=None):
