@@ -218,12 +218,14 @@ def parse_contrasts(
         missing = [k for k in ("name", "tissue", "condition", "reference") if k not in e]
         if missing:
             raise ValueError(f"contrasts[{i}]: missing key(s) {missing}")
+        covs = e.get("covariates") or ()
+        covs = [covs] if isinstance(covs, str) else covs
         c = Contrast(
             name=str(e["name"]),
             tissue=str(e["tissue"]),
             condition=str(e["condition"]),
             reference=str(e["reference"]),
-            covariates=tuple(str(x) for x in (e.get("covariates") or ())),
+            covariates=tuple(str(x) for x in covs),
         )
         if not _NAME_RE.match(c.name):
             raise ValueError(
