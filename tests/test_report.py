@@ -29,6 +29,7 @@ from mscflow.report import (
     RUN_INFO_COLUMNS,
     SAMPLES_OVERVIEW_COLUMNS,
     SOFTWARE_COLUMNS,
+    file_safe_name,
     flatten_config,
     overview_html,
     run_info,
@@ -143,6 +144,13 @@ def test_resolution_comparison_draws_counts_and_ari(tmp_path: Path) -> None:
     assert (tmp_path / "res.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_file_safe_name() -> None:
+    assert file_safe_name("MSC") == "MSC"
+    assert file_safe_name("apoptotic MSC (day 3)") == "apoptotic_MSC_day_3"
+    assert file_safe_name("../x/y") == "x_y"
+    assert file_safe_name("///") == "unnamed"
+
+
 def test_samples_overview_joins_sheet_and_qc() -> None:
     sheet = pd.DataFrame({"sample": ["a", "b"], "tissue": ["lung", "liver"],
                           "condition": ["control", "MSC"], "replicate": ["1", "1"],
@@ -230,9 +238,14 @@ def test_every_report_item_in_the_rules_has_a_caption_and_category() -> None:
 # --- the report of the demo run -----------------------------------------------------------
 
 
+# Keeps the top of tall figures in view; the workflow profile should pass it by default.
+REPORT_STYLESHEET = REPO / "workflow" / "report" / "report.css"
+
+
 @pytest.fixture(scope="module")
 def report_html(demo_run: Path) -> Path:
-    run_snakemake(demo_run, "--report", "report.html")
+    run_snakemake(demo_run, "--report", "report.html", "--report-stylesheet",
+                  str(REPORT_STYLESHEET))
     return demo_run / "report.html"
 
 
@@ -281,7 +294,8 @@ def test_report_items_have_captions_files_and_columns(report_html: Path,
 
 
 def test_report_zip_unzips_with_index(demo_run: Path, tmp_path: Path) -> None:
-    run_snakemake(demo_run, "--report", "report.zip")
+    run_snakemake(demo_run, "--report", "report.zip", "--report-stylesheet",
+                  str(REPORT_STYLESHEET))
     with zipfile.ZipFile(demo_run / "report.zip") as archive:
         assert archive.testzip() is None
         archive.extractall(tmp_path)
@@ -395,8 +409,13 @@ def _view_shown_rows(driver, seen: dict[str, dict]) -> None:
         eye.click()  # React re-renders the pane within the click's event dispatch
         kind, element = WebDriverWait(driver, 30).until(_rendered)
         name = re.search(r"filename=([^;]+);", element.get_attribute("src")).group(1)
-        width = driver.execute_script("return arguments[0].naturalWidth || 0", element)
-        seen[name] = {"kind": kind, "label": row.text, "width": width}
+        width, top = driver.execute_script(
+            "const pane = arguments[0].closest('.overflow-auto') || document.body;"
+            "pane.scrollTop = 0;"
+            "return [arguments[0].naturalWidth || 0,"
+            " arguments[0].getBoundingClientRect().top - pane.getBoundingClientRect().top];",
+            element)
+        seen[name] = {"kind": kind, "label": row.text, "width": width, "top": top}
 
 
 def _walk_category(driver, url: str, category: str) -> dict[str, dict]:
@@ -458,6 +477,9 @@ def test_report_renders_in_headless_chromium(report_html: Path, browser) -> None
         seen = _walk_category(browser, url, category)
         images = {n for n, v in seen.items() if v["kind"] == "img" and v["width"] > 0}
         assert EXPECTED_FIGURES[category] <= images, (category, seen)
+        # A figure taller than the window must still show its top (workflow/report/report.css).
+        clipped = {n: v["top"] for n, v in seen.items() if v["kind"] == "img" and v["top"] < 0}
+        assert not clipped, f"{category}: figure tops cut off: {clipped}"
         slug = re.sub(r"\W+", "_", category.split(". ", 1)[1].lower())
         browser.save_screenshot(str(ARTIFACTS / f"report_{slug}.png"))
 

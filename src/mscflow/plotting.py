@@ -163,8 +163,14 @@ def umap_panels(adata: ad.AnnData, keys: Sequence[str], *, titles: Mapping[str, 
     """UMAP coloured by each obs key, with the fixed palettes for conditions and cell types.
 
     Score columns (``score_<set>``) are titled ``<set> score`` unless ``titles`` says otherwise.
+    Cells are drawn in a fixed random order so that no sample or condition hides the others.
     """
     set_style()
+    if all(k in adata.obs for k in keys):
+        order = np.random.default_rng(0).permutation(adata.n_obs)
+        adata = ad.AnnData(obs=adata.obs.iloc[order],
+                           obsm={"X_umap": np.asarray(adata.obsm["X_umap"])[order]},
+                           uns={k: v for k, v in adata.uns.items() if k.endswith("_colors")})
     for key in keys:
         if key == "condition":
             pal = condition_palette(adata.obs[key].cat.categories)

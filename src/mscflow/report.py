@@ -10,6 +10,7 @@ import html
 import importlib
 import json
 import platform
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, packages_distributions, requires, version
@@ -24,6 +25,11 @@ SAMPLES_OVERVIEW_COLUMNS = (*SAMPLE_COLUMNS, "cells_in", "cells_out", "pct_kept"
 SOFTWARE_COLUMNS = ("package", "version", "role")
 CONFIG_COLUMNS = ("key", "value")
 RUN_INFO_COLUMNS = ("item", "value")
+
+
+def file_safe_name(label: str) -> str:
+    """File-name-safe form of a label (letters, digits, ``_ . -``; others become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(label)).strip("_.") or "unnamed"
 
 
 def samples_overview(samples: pd.DataFrame, qc_summary: pd.DataFrame) -> pd.DataFrame:

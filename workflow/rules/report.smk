@@ -1,14 +1,10 @@
 # Report-only items: run overview (samples, versions, seeds, software, config), the
 # resolution comparison figure and mean-score heatmaps per condition.
 
-
-def condition_slug(condition):
-    """File-name-safe form of a condition label."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(condition)).strip("_") or "condition"
-
+from mscflow.report import file_safe_name
 
 # Condition of each heatmap file name (slug -> label as written in the sample sheet).
-REPORT_CONDITIONS = {condition_slug(c): c for c in samples["condition"].unique()}
+REPORT_CONDITIONS = {file_safe_name(c): c for c in samples["condition"].unique()}
 if len(REPORT_CONDITIONS) != samples["condition"].nunique():
     raise WorkflowError(
         f"conditions {sorted(samples['condition'].unique())} clash once made file-name "
