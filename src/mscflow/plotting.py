@@ -147,11 +147,14 @@ def doublet_scores(metrics: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
     for ax, sample in zip(axes.ravel(), order, strict=False):
         scores = metrics.loc[metrics["sample"] == sample, "doublet_score"].dropna()
         ax.hist(scores, bins=40, color="#009E73")
+        ax.set_yscale("log")  # the few doublets in the tail stay visible
+        title = sample
         if np.isfinite(thresholds.get(sample, np.nan)):
             ax.axvline(thresholds[sample], color="#D55E00", linewidth=1.5)
-        ax.set_title(sample, fontsize=9)
+            title = f"{sample}: {int((scores > thresholds[sample]).sum())} above threshold"
+        ax.set_title(title, fontsize=BASE_FONT_SIZE - 1)
         ax.set_xlabel("doublet score (scrublet)")
-        ax.set_ylabel("cells")
+        ax.set_ylabel("cells (log scale)")
     for ax in axes.ravel()[len(order):]:
         ax.set_visible(False)
     fig.tight_layout()
