@@ -19,6 +19,7 @@ include: "workflow/rules/cluster.smk"
 include: "workflow/rules/scoring.smk"
 include: "workflow/rules/annotate.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/contrast.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -437,7 +437,7 @@ def test_schema_defaults_match_parse_settings():
 
     import yaml
 
-    path = Path(__file__).parents[1] / "workflow/schemas/contrast.schema.yaml"
+    path = Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"
     props = yaml.safe_load(path.read_text())["properties"]["contrast_settings"]["properties"]
     cfg = {k: v["default"] for k, v in props.items() if "default" in v}
     for nested in ("gsea", "pseudobulk"):

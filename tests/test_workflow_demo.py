@@ -95,3 +95,56 @@ def test_rerun_gives_identical_outputs(demo_run: Path, tmp_path: Path) -> None:
     second = make_workdir(tmp_path / "second")
     run_snakemake(second, "--cores", "2")
     assert _digest_tables(second) == _digest_tables(demo_run)
+
+
+def _planted_sets(run: Path) -> tuple[set[str], set[str]]:
+    """Programme sets mostly raised by the MSC effect, and sets with none of their genes."""
+    planted = pd.read_csv(run / "resources/demo/planted_effects.tsv", sep="\t")
+    fraction = planted.set_index("gene_set")["planted_gene_fraction"]
+    return set(fraction.index[fraction >= 0.5]), set(fraction.index[fraction == 0])
+
+
+def test_contrasts_find_planted_effects_and_few_others(demo_run: Path) -> None:
+    shifts = pd.read_csv(demo_run / "results/contrasts/score_shifts.tsv", sep="\t")
+    shifts = shifts[(shifts["metric"] == "mean") & (shifts["status"] == "tested")]
+    raised, untouched = _planted_sets(demo_run)
+    is_mac = shifts["cell_type"].isin(MACROPHAGES)
+    planted = shifts[is_mac & shifts["gene_set"].isin(raised)]
+    assert len(planted) >= 8, "each tissue's macrophages x raised sets must be tested"
+    assert planted["significant"].all(), planted.loc[~planted["significant"], ["contrast",
+                                                                              "cell_type",
+                                                                              "gene_set"]]
+    assert (planted["effect"] > 0).all()
+    null = shifts[~is_mac | shifts["gene_set"].isin(untouched)]
+    assert null["significant"].mean() <= 0.05, null["significant"].mean()
+
+    composition = pd.read_csv(demo_run / "results/contrasts/composition.tsv", sep="\t")
+    tested = composition[composition["status"] == "tested"]
+    momf = tested[(tested["tissue"] == "liver") & (tested["cell_type"] == "momf")]
+    assert momf["significant"].item() and momf["effect"].item() > 0
+    others = tested.drop(momf.index)
+    assert others["significant"].mean() <= 0.05
+
+    summary = pd.read_csv(demo_run / "results/contrasts/summary.tsv", sep="\t")
+    assert set(summary["analysis"]) >= {"score_shifts", "composition", "pseudobulk_de", "gsea"}
+
+
+def test_permuted_conditions_call_at_most_the_nominal_rate(demo_run: Path) -> None:
+    from mscflow import contrast
+    from mscflow.workflow import read_sample_sheet
+
+    samples = read_sample_sheet(demo_run / "config/samples.tsv")
+    obs = ad.read_h5ad(demo_run / "results/annotate/annotated.h5ad", backed="r").obs.copy()
+    permuted = contrast.permute_conditions(samples, seed=7)
+    obs["condition"] = obs["sample"].astype(str).map(permuted["condition"]).to_numpy()
+    contrasts = contrast.parse_contrasts(
+        [{"name": f"{t}_MSC_vs_control", "tissue": t, "condition": "MSC",
+          "reference": "control"} for t in ("lung", "liver")], permuted)
+    settings = contrast.parse_settings({})
+    shifts = contrast.score_shifts(obs, contrasts, settings, permuted)
+    shifts = shifts[(shifts["metric"] == "mean") & (shifts["status"] == "tested")]
+    comp = contrast.composition_tests(obs, contrasts, settings, permuted)
+    comp = comp[comp["status"] == "tested"]
+    calls = pd.concat([shifts["significant"], comp["significant"]])
+    assert len(calls) > 100
+    assert calls.mean() <= 0.05, calls.mean()

@@ -91,6 +91,7 @@ def all_outputs():
         "results/plots/marker_dotplot.png",
         "results/plots/annotation_dotplot.png",
         *REPORT_OUTPUTS,
+        *contrast_outputs(),
     ]
 
 
@@ -159,3 +160,24 @@ def fetch_spec(wildcards):
 def fetch_cached_file(wildcards):
     """Cache path of the file that holds {sample}."""
     return str(FETCH_CACHE[fetch_spec(wildcards).sha256])
+
+
+# Contrasts (rules in contrast.smk).
+CONTRAST_DIR = "results/contrasts"
+CONTRAST_NAMES = [str(c["name"]) for c in config.get("contrasts") or []]
+CONTRAST_SETTINGS = config.get("contrast_settings") or {}
+
+
+def contrast_outputs():
+    """Every output of the contrast rules (add to rule all); empty without contrasts."""
+    if not CONTRAST_NAMES:
+        return []
+    tables = ["score_shifts", "composition", "pseudobulk_de", "gsea"]
+    return (
+        [f"{CONTRAST_DIR}/{t}.{ext}" for t in tables for ext in ("tsv", "parquet")]
+        + [f"{CONTRAST_DIR}/summary.tsv",
+           f"{CONTRAST_DIR}/plots/score_shifts_forest.png",
+           f"{CONTRAST_DIR}/plots/composition_bars.png"]
+        + expand(f"{CONTRAST_DIR}/plots/volcano_{{contrast}}.png", contrast=CONTRAST_NAMES)
+        + expand(f"{CONTRAST_DIR}/plots/gsea_{{contrast}}.png", contrast=CONTRAST_NAMES)
+    )

@@ -1,28 +1,6 @@
 # Replicate-aware condition contrasts (issue 5): score shifts, composition, pseudobulk DE,
 # GSEA and their report plots. Needs from common.smk: config, samples, mem_mb_for,
 # programme_gmts, programme_gmt_species, species_of_run.
-import re
-
-CONTRAST_DIR = "results/contrasts"
-CONTRAST_NAMES = [str(c["name"]) for c in config.get("contrasts") or []]
-CONTRAST_SETTINGS = config.get("contrast_settings") or {}
-
-
-def contrast_outputs():
-    """Every output of the contrast rules (add to rule all); empty without contrasts."""
-    if not CONTRAST_NAMES:
-        return []
-    tables = ["score_shifts", "composition", "pseudobulk_de", "gsea"]
-    return (
-        [f"{CONTRAST_DIR}/{t}.{ext}" for t in tables for ext in ("tsv", "parquet")]
-        + [f"{CONTRAST_DIR}/summary.tsv",
-           f"{CONTRAST_DIR}/plots/score_shifts_forest.png",
-           f"{CONTRAST_DIR}/plots/composition_bars.png"]
-        + expand(f"{CONTRAST_DIR}/plots/volcano_{{contrast}}.png", contrast=CONTRAST_NAMES)
-        + expand(f"{CONTRAST_DIR}/plots/gsea_{{contrast}}.png", contrast=CONTRAST_NAMES)
-    )
-
-
 CONTRAST_COMMON = dict(
     contrasts=config.get("contrasts") or [],
     settings=CONTRAST_SETTINGS,
