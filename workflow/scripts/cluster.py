@@ -1,23 +1,22 @@
 """Rule cluster: merge QC-filtered samples, normalise, embed, cluster, find markers."""
 
-import anndata as ad
-
 from mscflow.cluster import (
     ClusterSettings,
     embed_and_cluster,
     leiden_key,
     marker_genes,
-    merge_samples,
+    merge_sample_files,
     normalise,
     resolution_agreement,
+    write_h5ad_fast,
 )
-from mscflow.io import write_h5ad_atomic, write_table_atomic
+from mscflow.io import write_table_atomic
 from mscflow.workflow import setup_logging
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
 settings = ClusterSettings.from_config(smk.params.cluster, seed=smk.params.seed)
-adata = merge_samples([ad.read_h5ad(path) for path in smk.input.h5ads])
+adata = merge_sample_files(smk.input.h5ads)
 log.info("merged %d cells x %d genes from %d samples", adata.n_obs, adata.n_vars,
          adata.obs["sample"].nunique())
 normalise(adata, settings.target_sum)
@@ -28,4 +27,4 @@ for key in keys:
 markers = marker_genes(adata, leiden_key(settings.default_resolution), settings.marker_method)
 write_table_atomic(markers, smk.output.markers)
 write_table_atomic(resolution_agreement(adata.obs, keys), smk.output.agreement)
-write_h5ad_atomic(adata, smk.output.h5ad)
+write_h5ad_fast(adata, smk.output.h5ad)

@@ -1,0 +1,307 @@
+"""End-to-end benchmark: the mscflow workflow against a plain single-process scanpy script.
+
+Generates a demo data set (samples x cells per sample x genes, planted truth), runs
+
+* the workflow with ``--cores 2`` in ``benchmarks/out/e2e_<shape>/workflow`` (per-job wall time
+  and peak memory from Snakemake's ``benchmark:`` files), and
+* a plain scanpy script doing the same analysis with the same parameters in one process
+  (QC metrics and MAD flags, per-sample ``sc.pp.scrublet``, merge, normalise, seurat HVG by
+  sample, PCA, neighbours, Leiden at the configured resolutions, UMAP, t-test markers,
+  ``sc.tl.score_genes`` per programme set),
+
+then prints per step and in total wall time, peak memory and the ratio, and checks that both
+give comparable results (Leiden ARI, doublet calls against the planted truth, score
+correlation). Usage::
+
+    python benchmarks/end_to_end.py --samples 16 --cells 6000 --genes 5000
+    python benchmarks/end_to_end.py --samples 8 --cells 2000          # quick
+
+Timings depend on machine load: check ``uptime`` and rerun when the machine is quiet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out"
+PROGRAMMES = REPO / "resources" / "genesets" / "programmes_mouse.gmt"
+MARKERS = REPO / "resources" / "genesets" / "celltype_markers_mouse.gmt"
+# Workflow rules doing the steps of the plain script (the rest: annotation, plots, report).
+SAME_STEPS = {"qc_sample": "QC + doublets (per sample)", "cluster": "merge .. UMAP + markers",
+              "score_programmes": "gene-set scores"}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def generate(data: Path, samples: int, cells: int, genes: int, seed: int) -> pd.DataFrame:
+    """Demo data of the given shape (generated once; reused when present)."""
+    from mscflow.demo import DemoSpec, generate_demo
+    from mscflow.genesets import read_gmt
+
+    if (data / "samples.tsv").exists():
+        return pd.read_csv(data / "samples.tsv", sep="\t", keep_default_na=False)
+    programmes, markers = read_gmt(PROGRAMMES), read_gmt(MARKERS)
+    set_genes = {g for sets in (programmes, markers) for m in sets.values() for g in m}
+    spec = DemoSpec(cells_per_sample=cells, replicates=max(1, samples // 4), seed=seed,
+                    n_background_genes=max(100, genes - len(set_genes)))
+    return generate_demo(data, programmes, markers, spec)
+
+
+def make_workflow_dir(workdir: Path, sheet: Path, updates: dict) -> Path:
+    """Fresh working directory with the repository's config and curated resources."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    shutil.copytree(REPO / "config", workdir / "config")
+    for sub in ("genesets", "orthologs"):
+        shutil.copytree(REPO / "resources" / sub, workdir / "resources" / sub)
+    cfg_path = workdir / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["samples"] = str(sheet)
+    for key, value in updates.items():
+        cfg[key].update(value)
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return workdir
+
+
+def run_workflow(workdir: Path, cores: int) -> float:
+    """Run the whole workflow; returns its wall time in seconds."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
+           str(workdir), "--cores", str(cores)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"workflow failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return wall
+
+
+def workflow_benchmarks(workdir: Path) -> pd.DataFrame:
+    """One row per job from Snakemake's benchmark files: rule, wall s, peak RSS MB."""
+    rows = []
+    for path in sorted((workdir / "benchmarks").rglob("*.tsv")):
+        table = pd.read_csv(path, sep="\t")
+        rel = path.relative_to(workdir / "benchmarks")
+        rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        rule = {"qc": "qc_sample" if rel.stem != "qc_summary" else "qc_summary",
+                "cluster": "cluster", "scores": "score_programmes"}.get(rule, rel.stem)
+        rows.append({"rule": rule, "job": str(rel), "s": float(table["s"].iloc[0]),
+                     "max_rss_mb": float(pd.to_numeric(table["max_rss"], errors="coerce")
+                                         .fillna(0).iloc[0])})
+    return pd.DataFrame(rows)
+
+
+class Steps:
+    """Wall time and running peak memory per step of the plain script."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.t = time.perf_counter()
+
+    def done(self, step: str) -> None:
+        now = time.perf_counter()
+        self.rows.append({"step": step, "s": now - self.t, "peak_rss_mb": peak_rss_mb()})
+        self.t = now
+
+
+def plain_script(sheet: pd.DataFrame, cfg: dict, out: Path) -> None:
+    """The analysis as one plain scanpy script (run in its own process)."""
+    import anndata as ad
+    import scanpy as sc
+
+    from mscflow.genesets import read_gmt
+    from mscflow.io import prefix_barcodes, read_sample
+    from mscflow.qc import QCThresholds, add_qc_metrics, flag_outliers
+
+    steps = Steps()
+    qc, cl, seed = cfg["qc"], cfg["cluster"], cfg["seed"]
+    kept, t_qc, t_scrub = [], 0.0, 0.0
+    for row in sheet.itertuples():
+        t0 = time.perf_counter()
+        adata = read_sample(row.path, row.format, sample=row.sample, layer=row.layer or None)
+        prefix_barcodes(adata, row.sample)
+        adata.obs["sample"] = row.sample
+        add_qc_metrics(adata, "mouse")
+        flag_outliers(adata, QCThresholds.from_config(qc))
+        adata = adata[~adata.obs["qc_fail"].to_numpy()].copy()
+        t1 = time.perf_counter()
+        sc.pp.scrublet(adata, expected_doublet_rate=qc["expected_doublet_rate"],
+                       random_state=seed, verbose=False)
+        t2 = time.perf_counter()
+        t_qc, t_scrub = t_qc + t1 - t0, t_scrub + t2 - t1
+        kept.append(adata)
+    steps.rows.append({"step": "read + QC metrics/flags", "s": t_qc, "peak_rss_mb": peak_rss_mb()})
+    steps.rows.append({"step": "scrublet", "s": t_scrub, "peak_rss_mb": peak_rss_mb()})
+    doublets = pd.concat([a.obs[["doublet_score", "predicted_doublet"]] for a in kept])
+    kept = [a[~a.obs["predicted_doublet"].to_numpy()].copy() for a in kept]
+    steps.t = time.perf_counter()
+    adata = ad.concat(kept, join="inner", merge="same")
+    del kept
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=cl["target_sum"])
+    sc.pp.log1p(adata)
+    steps.done("merge + normalise")
+    sc.pp.highly_variable_genes(adata, n_top_genes=cl["n_top_genes"], flavor="seurat",
+                                batch_key="sample")
+    steps.done("HVG")
+    sc.pp.pca(adata, n_comps=cl["n_pcs"], mask_var="highly_variable", random_state=seed)
+    steps.done("PCA")
+    sc.pp.neighbors(adata, n_neighbors=cl["n_neighbors"], n_pcs=cl["n_pcs"], random_state=seed)
+    steps.done("neighbours")
+    for res in cl["resolutions"]:
+        sc.tl.leiden(adata, resolution=res, key_added=f"leiden_{float(res):g}",
+                     flavor="leidenalg", n_iterations=cl["leiden_iterations"],
+                     random_state=seed)
+    steps.done("Leiden")
+    sc.tl.umap(adata, min_dist=cl["umap_min_dist"], random_state=seed)
+    steps.done("UMAP")
+    default = f"leiden_{float(cl['default_resolution']):g}"
+    sc.tl.rank_genes_groups(adata, groupby=default, method=cl["marker_method"], n_genes=25)
+    steps.done("markers")
+    genes = set(adata.var_names)
+    for name, members in read_gmt(PROGRAMMES).items():
+        present = [g for g in members if g in genes]
+        if len(present) >= cfg["genesets"]["min_genes"]:
+            sc.tl.score_genes(adata, present, ctrl_size=cfg["scoring"]["ctrl_size"],
+                              n_bins=cfg["scoring"]["n_bins"], random_state=seed,
+                              score_name=f"score:{name}")
+    steps.done("score_genes")
+    out.mkdir(parents=True, exist_ok=True)
+    cols = [c for c in adata.obs if c.startswith(("leiden_", "score:"))]
+    adata.obs[cols].to_parquet(out / "obs.parquet")
+    doublets.to_parquet(out / "doublets.parquet")
+    pd.DataFrame(steps.rows).to_csv(out / "steps.tsv", sep="\t", index=False)
+
+
+def run_plain(sheet_path: Path, cfg_path: Path, out: Path) -> float:
+    """The plain script in a fresh process (its own peak memory); returns wall seconds."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--plain", str(sheet_path), str(cfg_path),
+                    str(out)], check=True)
+    return time.perf_counter() - start
+
+
+def precision_recall(called: pd.Series, truth: pd.Series) -> tuple[float, float]:
+    """Precision and recall of doublet calls against the planted doublets."""
+    called, truth = called.astype(bool), truth.reindex(called.index).astype(bool)
+    hits = int((called & truth).sum())
+    return hits / max(int(called.sum()), 1), hits / max(int(truth.sum()), 1)
+
+
+def compare(workdir: Path, plain_out: Path, data: Path, cfg: dict) -> dict:
+    """Agreement of workflow and plain script: ARI, doublets vs truth, score correlation."""
+    import anndata as ad
+    from sklearn.metrics import adjusted_rand_score
+
+    truth = pd.read_csv(data / "truth.tsv.gz", sep="\t")
+    truth.index = truth["sample"] + ":" + truth["barcode"]
+    res = {}
+    metrics = pd.concat(pd.read_csv(p, sep="\t", index_col="cell")
+                        for p in sorted((workdir / "results" / "qc").glob("*_metrics.tsv.gz")))
+    metrics = metrics[~metrics["qc_fail"].astype(bool)]
+    plain_dbl = pd.read_parquet(plain_out / "doublets.parquet")
+    res["doublet P/R workflow"] = precision_recall(metrics["predicted_doublet"], truth["doublet"])
+    res["doublet P/R plain"] = precision_recall(plain_dbl["predicted_doublet"], truth["doublet"])
+    common = metrics.index.intersection(plain_dbl.index)
+    res["doublet call agreement"] = float(
+        (metrics.loc[common, "predicted_doublet"].astype(bool)
+         == plain_dbl.loc[common, "predicted_doublet"].astype(bool)).mean())
+    obs = ad.read_h5ad(workdir / "results" / "cluster" / "clustered.h5ad", backed="r").obs
+    plain = pd.read_parquet(plain_out / "obs.parquet")
+    cells = obs.index.intersection(plain.index)
+    res["cells workflow / plain / common"] = (len(obs), len(plain), len(cells))
+    for r in cfg["cluster"]["resolutions"]:
+        key = f"leiden_{float(r):g}"
+        res[f"ARI {key}"] = adjusted_rand_score(obs.loc[cells, key], plain.loc[cells, key])
+    scores = pd.read_parquet(workdir / "results" / "scores" / "scores.parquet")
+    corrs = [np.corrcoef(scores.loc[cells, c.removeprefix("score:")], plain.loc[cells, c])[0, 1]
+             for c in plain if c.startswith("score:") and c.removeprefix("score:") in scores]
+    res["score correlation min / median"] = (float(np.min(corrs)), float(np.median(corrs)))
+    return res
+
+
+def report(bench: pd.DataFrame, wf_wall: float, plain_steps: pd.DataFrame, plain_wall: float,
+           agreement: dict, shape: str, load: tuple) -> str:
+    """The printed table (markdown)."""
+    lines = [f"## End-to-end benchmark {shape} (load average at start {load})", "",
+             "| workflow rule | jobs | sum of job s | longest job s | max peak RSS MB |",
+             "|---|---:|---:|---:|---:|"]
+    for rule, grp in bench.groupby("rule", sort=False):
+        lines.append(f"| {rule} | {len(grp)} | {grp.s.sum():.1f} | {grp.s.max():.1f} | "
+                     f"{grp.max_rss_mb.max():.0f} |")
+    same = bench[bench.rule.isin(SAME_STEPS)]
+    lines += ["", "| plain script step | s | running peak RSS MB |", "|---|---:|---:|"]
+    lines += [f"| {r.step} | {r.s:.1f} | {r.peak_rss_mb:.0f} |" for r in plain_steps.itertuples()]
+    plain_peak = plain_steps.peak_rss_mb.max()
+    wf_peak = bench.max_rss_mb.max()
+    lines += ["", "| total | wall s | peak RSS MB (largest job) |", "|---|---:|---:|",
+              f"| plain script | {plain_wall:.1f} | {plain_peak:.0f} |",
+              f"| workflow, whole DAG (--cores 2) | {wf_wall:.1f} | {wf_peak:.0f} |",
+              f"| workflow, CPU-s of the same steps ({', '.join(SAME_STEPS)}) | "
+              f"{same.s.sum():.1f} | {same.max_rss_mb.max():.0f} |",
+              f"| **ratio workflow / plain** | **{wf_wall / plain_wall:.2f}x** | "
+              f"**{wf_peak / plain_peak:.2f}x** |", ""]
+    lines += [f"- {k}: {v if not isinstance(v, float) else round(v, 4)}"
+              for k, v in agreement.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=16, help="multiple of 4")
+    parser.add_argument("--cells", type=int, default=6000, help="cells per sample")
+    parser.add_argument("--genes", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--skip-plain", action="store_true", help="reuse the last plain run")
+    args = parser.parse_args()
+    shape = f"{args.samples}x{args.cells}x{args.genes}"
+    base = OUT / f"e2e_{shape}"
+    load = tuple(round(x, 1) for x in os.getloadavg())
+    sheet = generate(base / "data", args.samples, args.cells, args.genes, args.seed)
+    sheet_path = base / "data" / "samples.tsv"
+    workdir = make_workflow_dir(base / "workflow", sheet_path,
+                                {"demo": {"outdir": "resources/demo"}})
+    cfg_path = workdir / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    print(f"{len(sheet)} samples; workflow in {workdir}", flush=True)
+    wf_wall = run_workflow(workdir, args.cores)
+    print(f"workflow: {wf_wall:.1f} s", flush=True)
+    plain_out = base / "plain"
+    timing = plain_out / "wall.json"
+    if args.skip_plain and timing.exists():
+        plain_wall = json.loads(timing.read_text())["wall"]
+    else:
+        plain_wall = run_plain(sheet_path, cfg_path, plain_out)
+        timing.write_text(json.dumps({"wall": plain_wall, "load": load}))
+    print(f"plain script: {plain_wall:.1f} s", flush=True)
+    text = report(workflow_benchmarks(workdir), wf_wall,
+                  pd.read_csv(plain_out / "steps.tsv", sep="\t"), plain_wall,
+                  compare(workdir, plain_out, base / "data", cfg), shape, load)
+    (base / "report.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--plain":
+        plain_script(pd.read_csv(sys.argv[2], sep="\t", keep_default_na=False),
+                     yaml.safe_load(Path(sys.argv[3]).read_text()), Path(sys.argv[4]))
+    else:
+        main()

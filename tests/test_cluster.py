@@ -1,0 +1,84 @@
+"""Clustering helpers: merging without extra copies, fast settings keep the planted groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+from sklearn.metrics import adjusted_rand_score
+
+from mscflow.cluster import (
+    ClusterSettings,
+    embed_and_cluster,
+    leiden_key,
+    merge_sample_files,
+    merge_samples,
+    normalise,
+    write_h5ad_fast,
+)
+
+
+def planted_sample(name: str, n_cells: int, seed: int) -> tuple[ad.AnnData, np.ndarray]:
+    """Counts of three planted cell groups (each with 30 up-regulated genes) of one sample."""
+    rng = np.random.default_rng(seed)
+    n_genes = 600
+    groups = rng.integers(0, 3, n_cells)
+    base = np.random.default_rng(123).gamma(0.6, 1.0, n_genes)  # shared by all samples
+    means = np.tile(base, (3, 1))
+    for g in range(3):
+        means[g, g * 30:(g + 1) * 30] *= 12
+    lib = rng.lognormal(np.log(1500), 0.3, n_cells)
+    rate = means[groups] / means[groups].sum(axis=1, keepdims=True) * lib[:, None]
+    x = sparse.csr_matrix(rng.poisson(rate).astype(np.float32))
+    adata = ad.AnnData(x, obs=pd.DataFrame({"sample": name},
+                                           index=[f"{name}:{i}" for i in range(n_cells)]),
+                       var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+    return adata, groups
+
+
+@pytest.fixture(scope="module")
+def sample_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], np.ndarray]:
+    out = tmp_path_factory.mktemp("cluster")
+    paths, truth = [], []
+    for i in range(3):
+        adata, groups = planted_sample(f"s{i}", 700, seed=i)
+        write_h5ad_fast(adata, out / f"s{i}.h5ad")
+        paths.append(out / f"s{i}.h5ad")
+        truth.append(groups)
+    return paths, np.concatenate(truth)
+
+
+def test_merge_sample_files_equals_merge_samples(sample_files) -> None:
+    paths, _ = sample_files
+    merged = merge_sample_files(paths)
+    reference = merge_samples([ad.read_h5ad(p) for p in paths])
+    assert sparse.issparse(merged.X) and sparse.issparse(merged.layers["counts"])
+    assert (merged.X != reference.X).nnz == 0
+    assert list(merged.obs_names) == list(reference.obs_names)
+    assert merged.obs["sample"].dtype == "category"
+
+
+def test_write_h5ad_fast_round_trip_stays_sparse(sample_files, tmp_path: Path) -> None:
+    merged = merge_sample_files(sample_files[0])
+    write_h5ad_fast(merged, tmp_path / "m.h5ad")
+    back = ad.read_h5ad(tmp_path / "m.h5ad")
+    assert sparse.issparse(back.layers["counts"])
+    assert (back.X != merged.X).nnz == 0
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fast_and_reference_settings_find_the_planted_groups(sample_files, fast: bool) -> None:
+    paths, truth = sample_files
+    adata = merge_sample_files(paths)
+    normalise(adata, 1e4)
+    overrides = {} if fast else {"pca_solver": "arpack", "leiden_flavor": "leidenalg",
+                                 "neighbors_method": "sklearn", "umap_epochs": None}
+    settings = ClusterSettings.from_config({"n_top_genes": 300, "resolutions": [0.2],
+                                            "default_resolution": 0.2, **overrides}, seed=0)
+    embed_and_cluster(adata, settings)
+    assert adjusted_rand_score(truth, adata.obs[leiden_key(0.2)]) > 0.95
+    assert adata.obsm["X_umap"].shape == (adata.n_obs, 2)
