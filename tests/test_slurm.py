@@ -14,6 +14,7 @@ Timings are written to tests/artifacts/slurm_*.json.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -140,9 +141,13 @@ def _sacct_settled(job_ids: list[str], timeout_s: float = 30) -> dict[str, dict[
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    """Every file under root by relative path: its bytes, decompressed for .gz files (a gzip
+    header carries the time it was written, which is not part of the result)."""
+    tree = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        tree[str(path.relative_to(root))] = gzip.decompress(data) if path.suffix == ".gz" else data
+    return tree
 
 
 def _seconds(timestamp: str) -> float:
@@ -550,6 +555,7 @@ def _copy_repo(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (REPO / "Snakefile").exists(),
     reason="the mscflow workflow (Snakefile at the repository root) is not there yet",
