@@ -237,8 +237,26 @@ def compare(workdir: Path, plain_out: Path, data: Path, cfg: dict) -> dict:
     return res
 
 
-def report(bench: pd.DataFrame, wf_wall: float, plain_steps: pd.DataFrame, plain_wall: float,
-           agreement: dict, shape: str, load: tuple) -> str:
+def logged_steps(workdir: Path) -> pd.DataFrame:
+    """Per-step wall time inside the qc_sample and cluster jobs (``step X: s`` log lines)."""
+    rows = []
+    for log in sorted((workdir / "logs").rglob("*.log")):
+        rule = "cluster" if log.parent.name == "cluster" else "qc_sample"
+        if log.parent.name not in ("cluster", "qc") or log.stem == "qc_summary":
+            continue
+        for line in log.read_text().splitlines():
+            if " step " in line and line.endswith(" s"):
+                step, secs = line.split(" step ", 1)[1].rsplit(": ", 1)
+                rows.append({"rule": rule, "step": step, "s": float(secs[:-2])})
+    if not rows:
+        return pd.DataFrame(columns=["rule", "step", "jobs", "sum_s", "max_s"])
+    return (pd.DataFrame(rows).groupby(["rule", "step"], sort=False)["s"]
+            .agg(jobs="size", sum_s="sum", max_s="max").reset_index())
+
+
+def report(bench: pd.DataFrame, steps: pd.DataFrame, wf_wall: float,
+           plain_steps: pd.DataFrame, plain_wall: float, agreement: dict, shape: str,
+           load: tuple) -> str:
     """The printed table (markdown)."""
     lines = [f"## End-to-end benchmark {shape} (load average at start {load})", "",
              "| workflow rule | jobs | sum of job s | longest job s | max peak RSS MB |",
@@ -247,6 +265,9 @@ def report(bench: pd.DataFrame, wf_wall: float, plain_steps: pd.DataFrame, plain
         lines.append(f"| {rule} | {len(grp)} | {grp.s.sum():.1f} | {grp.s.max():.1f} | "
                      f"{grp.max_rss_mb.max():.0f} |")
     same = bench[bench.rule.isin(SAME_STEPS)]
+    lines += ["", "| step inside a job | jobs | sum s | longest s |", "|---|---:|---:|---:|"]
+    lines += [f"| {r.rule}: {r.step} | {r.jobs} | {r.sum_s:.1f} | {r.max_s:.1f} |"
+              for r in steps.itertuples()]
     lines += ["", "| plain script step | s | running peak RSS MB |", "|---|---:|---:|"]
     lines += [f"| {r.step} | {r.s:.1f} | {r.peak_rss_mb:.0f} |" for r in plain_steps.itertuples()]
     plain_peak = plain_steps.peak_rss_mb.max()
@@ -292,7 +313,7 @@ def main() -> None:
         plain_wall = run_plain(sheet_path, cfg_path, plain_out)
         timing.write_text(json.dumps({"wall": plain_wall, "load": load}))
     print(f"plain script: {plain_wall:.1f} s", flush=True)
-    text = report(workflow_benchmarks(workdir), wf_wall,
+    text = report(workflow_benchmarks(workdir), logged_steps(workdir), wf_wall,
                   pd.read_csv(plain_out / "steps.tsv", sep="\t"), plain_wall,
                   compare(workdir, plain_out, base / "data", cfg), shape, load)
     (base / "report.md").write_text(text + "\n")

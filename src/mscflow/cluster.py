@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,14 @@ class ClusterSettings:
         if "resolutions" in kwargs:
             kwargs["resolutions"] = tuple(float(r) for r in kwargs["resolutions"])
         return cls(**kwargs, random_state=seed)
+
+
+@contextmanager
+def timed(step: str) -> Iterator[None]:
+    """Log the wall time of a step as ``step <name>: <seconds> s`` (parsed by the benchmark)."""
+    start = time.perf_counter()
+    yield
+    log.info("step %s: %.2f s", step, time.perf_counter() - start)
 
 
 def leiden_key(resolution: float) -> str:
@@ -117,16 +127,21 @@ def embed_and_cluster(adata: ad.AnnData, settings: ClusterSettings) -> None:
     sparse matrix without densifying it), UMAP ``umap_epochs`` optimisation epochs.
     """
     batch_key = "sample" if adata.obs["sample"].nunique() > 1 else None
-    sc.pp.highly_variable_genes(adata, n_top_genes=settings.n_top_genes, flavor="seurat",
-                                batch_key=batch_key)
+    with timed("HVG"):
+        sc.pp.highly_variable_genes(adata, n_top_genes=settings.n_top_genes, flavor="seurat",
+                                    batch_key=batch_key)
     n_pcs = min(settings.n_pcs, adata.n_obs - 1, int(adata.var["highly_variable"].sum()) - 1)
-    sc.pp.pca(adata, n_comps=n_pcs, mask_var="highly_variable", svd_solver=settings.pca_solver,
-              random_state=settings.random_state)
-    neighbours(adata, settings, n_pcs)
-    for res in settings.resolutions:
-        leiden(adata, settings, res)
-    sc.tl.umap(adata, min_dist=settings.umap_min_dist, random_state=settings.random_state,
-               maxiter=settings.umap_epochs)
+    with timed("PCA"):
+        sc.pp.pca(adata, n_comps=n_pcs, mask_var="highly_variable",
+                  svd_solver=settings.pca_solver, random_state=settings.random_state)
+    with timed("neighbours"):
+        neighbours(adata, settings, n_pcs)
+    with timed("Leiden"):
+        for res in settings.resolutions:
+            leiden(adata, settings, res)
+    with timed("UMAP"):
+        sc.tl.umap(adata, min_dist=settings.umap_min_dist, random_state=settings.random_state,
+                   maxiter=settings.umap_epochs)
 
 
 def write_h5ad_fast(adata: ad.AnnData, path: str | Path, compression: str | None = "lzf"

@@ -12,6 +12,7 @@ import pandas as pd
 import scanpy as sc
 from scipy.stats import median_abs_deviation
 
+from mscflow.cluster import timed
 from mscflow.doublets import scrublet_fast
 
 log = logging.getLogger(__name__)
@@ -161,10 +162,12 @@ def run_sample_qc(adata: ad.AnnData, *, sample: str, species: str, thresholds: Q
     Returns the filtered AnnData (raw counts in X), the per-cell metrics table of all
     cells, and the one-row summary.
     """
-    add_qc_metrics(adata, species)
-    applied = flag_outliers(adata, thresholds)
-    score_doublets(adata, random_state=random_state, expected_rate=expected_doublet_rate,
-                   method=thresholds.doublet_method)
+    with timed("QC metrics + flags"):
+        add_qc_metrics(adata, species)
+        applied = flag_outliers(adata, thresholds)
+    with timed("doublets"):
+        score_doublets(adata, random_state=random_state, expected_rate=expected_doublet_rate,
+                       method=thresholds.doublet_method)
     summary = summarise_sample(adata, sample, applied)
     keep = ~adata.obs["qc_fail"].to_numpy() & ~adata.obs["predicted_doublet"].to_numpy()
     metric_cols = [

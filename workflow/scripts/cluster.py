@@ -8,6 +8,7 @@ from mscflow.cluster import (
     merge_sample_files,
     normalise,
     resolution_agreement,
+    timed,
     write_h5ad_fast,
 )
 from mscflow.io import write_table_atomic
@@ -16,15 +17,19 @@ from mscflow.workflow import setup_logging
 smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
 settings = ClusterSettings.from_config(smk.params.cluster, seed=smk.params.seed)
-adata = merge_sample_files(smk.input.h5ads)
+with timed("read + merge"):
+    adata = merge_sample_files(smk.input.h5ads)
 log.info("merged %d cells x %d genes from %d samples", adata.n_obs, adata.n_vars,
          adata.obs["sample"].nunique())
-normalise(adata, settings.target_sum)
+with timed("normalise"):
+    normalise(adata, settings.target_sum)
 embed_and_cluster(adata, settings)
 keys = [leiden_key(r) for r in settings.resolutions]
 for key in keys:
     log.info("%s: %d clusters", key, adata.obs[key].nunique())
-markers = marker_genes(adata, leiden_key(settings.default_resolution), settings.marker_method)
+with timed("markers"):
+    markers = marker_genes(adata, leiden_key(settings.default_resolution), settings.marker_method)
 write_table_atomic(markers, smk.output.markers)
 write_table_atomic(resolution_agreement(adata.obs, keys), smk.output.agreement)
-write_h5ad_fast(adata, smk.output.h5ad)
+with timed("write h5ad"):
+    write_h5ad_fast(adata, smk.output.h5ad)
