@@ -22,6 +22,7 @@ REPORT_SOFTWARE_MODULES = [
     "mscflow.summary",
     "mscflow.contrast",
     "mscflow.plotting",
+    "mscflow.plotting_contrast",
 ]
 
 REPORT_OUTPUTS = [
