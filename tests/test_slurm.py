@@ -28,7 +28,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
-RESOURCES_SMK = REPO / "workflow" / "rules" / "resources.smk"
 ARTIFACTS = REPO / "tests" / "artifacts"
 RUN_TIMEOUT_S = 900
 TEST_OVERRIDES = [
@@ -163,7 +162,7 @@ def _write_artifact(name: str, data: dict) -> None:
 # --- a small self-contained workflow --------------------------------------------------------
 
 TEST_SNAKEFILE = """
-include: {resources_smk!r}
+from mscflow.resources import scaled_mem_mb, scaled_runtime
 
 import os
 import sys
@@ -254,7 +253,7 @@ rule flaky:
 
 def _test_workflow(directory: Path) -> Path:
     directory.mkdir(parents=True)
-    (directory / "Snakefile").write_text(TEST_SNAKEFILE.format(resources_smk=str(RESOURCES_SMK)))
+    (directory / "Snakefile").write_text(TEST_SNAKEFILE.format())
     return directory
 
 
@@ -266,9 +265,9 @@ def _log_fields(path: Path) -> dict[str, str]:
 
 
 def _resources_namespace() -> dict:
-    namespace: dict = {}
-    exec(compile(RESOURCES_SMK.read_text(), str(RESOURCES_SMK), "exec"), namespace)
-    return namespace
+    import mscflow.resources
+
+    return vars(mscflow.resources)
 
 
 def test_resource_helpers_scale_with_input_size_and_attempt(tmp_path):

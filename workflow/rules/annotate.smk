@@ -34,7 +34,7 @@ rule annotate:
         "benchmarks/annotate/annotate.tsv"
     threads: 2
     resources:
-        mem_mb=mem_mb_for(2000, 3),
+        mem_mb=scaled_mem_mb(2000, 3),
         runtime=lambda wc, attempt: 20 * attempt,
     conda:
         "../../envs/mscflow.yaml"

@@ -22,7 +22,7 @@ rule cluster:
         "benchmarks/cluster/cluster.tsv"
     threads: 2
     resources:
-        mem_mb=mem_mb_for(3000, 12),
+        mem_mb=scaled_mem_mb(3000, 12),
         runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../../envs/mscflow.yaml"

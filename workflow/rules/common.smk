@@ -7,6 +7,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 import mscflow.fetch
+from mscflow.resources import scaled_mem_mb, scaled_runtime
 from mscflow.fetch import apply_preset, fetched_path
 from mscflow.workflow import (
     check_contrasts,
@@ -93,20 +94,6 @@ def all_outputs():
         *REPORT_OUTPUTS,
         *contrast_outputs(),
     ]
-
-
-def mem_mb_for(base_mb, per_input_mb=0.0):
-    """Memory request: base plus a multiple of the input size, scaled by attempt."""
-
-    def _mem(wildcards, input, attempt):
-        size_mb = sum(
-            sum(f.stat().st_size for f in Path(p).rglob("*")) if Path(p).is_dir() else
-            (Path(p).stat().st_size if Path(p).exists() else 0)
-            for p in input
-        ) / 1e6
-        return int((base_mb + per_input_mb * size_mb) * attempt)
-
-    return _mem
 
 
 def programme_gmts():

@@ -20,7 +20,7 @@ rule qc_sample:
         "benchmarks/qc/{sample}.tsv"
     threads: 1
     resources:
-        mem_mb=mem_mb_for(1500, 8),
+        mem_mb=scaled_mem_mb(1500, 8),
         runtime=lambda wc, attempt: 20 * attempt,
     conda:
         "../../envs/mscflow.yaml"
@@ -57,7 +57,7 @@ rule qc_summary:
         "benchmarks/qc/qc_summary.tsv"
     threads: 1
     resources:
-        mem_mb=mem_mb_for(1000, 20),
+        mem_mb=scaled_mem_mb(1000, 20),
         runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../../envs/mscflow.yaml"

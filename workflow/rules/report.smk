@@ -82,7 +82,7 @@ rule report_overview:
         "benchmarks/report/report_overview.tsv"
     threads: 1
     resources:
-        mem_mb=mem_mb_for(1500),
+        mem_mb=scaled_mem_mb(1500),
         runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../../envs/mscflow.yaml"
@@ -107,7 +107,7 @@ rule report_resolutions:
         "benchmarks/report/report_resolutions.tsv"
     threads: 1
     resources:
-        mem_mb=mem_mb_for(1000),
+        mem_mb=scaled_mem_mb(1000),
         runtime=lambda wc, attempt: 5 * attempt,
     conda:
         "../../envs/mscflow.yaml"
@@ -137,7 +137,7 @@ rule report_mean_score_heatmap:
         "benchmarks/report/report_mean_score_heatmap_{condition}.tsv"
     threads: 1
     resources:
-        mem_mb=mem_mb_for(1000, 3),
+        mem_mb=scaled_mem_mb(1000, 3),
         runtime=lambda wc, attempt: 5 * attempt,
     conda:
         "../../envs/mscflow.yaml"

@@ -28,7 +28,7 @@ rule score_programmes:
         "benchmarks/scores/score_programmes.tsv"
     threads: 2
     resources:
-        mem_mb=mem_mb_for(2000, 3),
+        mem_mb=scaled_mem_mb(2000, 3),
         runtime=lambda wc, attempt: 20 * attempt,
     conda:
         "../../envs/mscflow.yaml"

@@ -25,7 +25,7 @@ rule summarise:
         "benchmarks/summary/summarise.tsv"
     threads: 1
     resources:
-        mem_mb=mem_mb_for(1500, 3),
+        mem_mb=scaled_mem_mb(1500, 3),
         runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../../envs/mscflow.yaml"
@@ -70,7 +70,7 @@ rule plot_embeddings:
         "benchmarks/summary/plot_embeddings.tsv"
     threads: 1
     resources:
-        mem_mb=mem_mb_for(2000, 3),
+        mem_mb=scaled_mem_mb(2000, 3),
         runtime=lambda wc, attempt: 15 * attempt,
     conda:
         "../../envs/mscflow.yaml"

@@ -1,32 +1,24 @@
-# Resource helpers for mscflow rules: memory (mem_mb) and wall time (runtime, minutes) derived
-# from the size of a job's inputs and scaled by `attempt`.
-#
-# Plain Python functions, no rules; include this file before the rules that use it:
-#
-#     include: "rules/resources.smk"
-#
-#     rule qc:
-#         input: ...
-#         threads: 1
-#         resources:
-#             mem_mb=scaled_mem_mb(base_mb=1000, per_input_mb=6),
-#             runtime=scaled_runtime(base_min=10, per_input_mb=0.2),
-#
-# or, with the defaults, `mem_mb=mem_mb_from_input, runtime=runtime_from_input`.
-#
-# Why `attempt`: with the profile's `retries: N` (profiles/slurm/config.yaml), a job that
-# fails, e.g. killed by SLURM for exceeding its --mem, is submitted again as a new SLURM job
-# with attempt = 2, 3, ...; these functions then ask for 2x, 3x the first request. A rule-level
-# `retries:` would rerun inside the same allocation with the same limit and cannot help.
-#
-# Why an overhead term: inside each SLURM job the executor runs `python -m snakemake` once in
-# the batch step and once more in the job step (srun) that runs the rule; SLURM counts that
-# second process (about 180 MB resident, measured with sacct MaxRSS on snakemake 9.27) against
-# the job's memory, next to the rule's own command.
-#
-# Inputs that do not exist yet while the DAG is built raise FileNotFoundError, which snakemake
-# turns into "to be determined" and evaluates again when the job is ready to run, so the
-# request is always computed from the real input files (never from a missing file taken as 0).
+"""Resource requests for Snakemake rules: mem_mb and runtime from input size and attempt.
+
+Rules use them as ``mem_mb=scaled_mem_mb(base_mb=1000, per_input_mb=6)`` and
+``runtime=scaled_runtime(base_min=10, per_input_mb=0.2)``.
+
+Why ``attempt``: with the profile's ``retries: N`` (profiles/slurm/config.yaml), a job that
+fails, e.g. killed by SLURM for exceeding its --mem, is submitted again as a new SLURM job
+with attempt = 2, 3, ...; these functions then ask for 2x, 3x the first request. A rule-level
+``retries:`` would rerun inside the same allocation with the same limit and cannot help.
+
+Why an overhead term: inside each SLURM job the executor runs ``python -m snakemake`` once in
+the batch step and once more in the job step (srun) that runs the rule; SLURM counts that
+second process (about 180 MB resident, measured with sacct MaxRSS on snakemake 9.27) against
+the job's memory, next to the rule's own command.
+
+Inputs that do not exist yet while the DAG is built raise FileNotFoundError, which snakemake
+turns into "to be determined" and evaluates again when the job is ready to run, so the
+request is always computed from the real input files (never from a missing file taken as 0).
+"""
+
+from __future__ import annotations
 
 import math
 import os
