@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,5 +58,7 @@ def make_workdir(path: Path, config_updates: dict | None = None) -> Path:
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo workflow run once, end to end, with its report."""
     workdir = make_workdir(tmp_path_factory.mktemp("demo_run"))
+    start = time.monotonic()
     run_snakemake(workdir, "--cores", "2")
+    (workdir / "wall_seconds.txt").write_text(f"{time.monotonic() - start:.1f}\n")
     return workdir

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_workdir
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
@@ -526,48 +527,15 @@ def test_generic_profile_through_slurm_retries_memory_kill(slurm, tmp_path, monk
 # --- the mscflow demo ---------------------------------------------------------------------
 
 
-def _copy_repo(dest: Path) -> Path:
-    """Copy the repository's files (tracked, or new and not ignored) to dest."""
-    listed = (
-        subprocess.run(
-            [
-                "git",
-                "-C",
-                str(REPO),
-                "ls-files",
-                "-z",
-                "--cached",
-                "--others",
-                "--exclude-standard",
-            ],
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    return dest
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (REPO / "Snakefile").exists(),
-    reason="the mscflow workflow (Snakefile at the repository root) is not there yet",
-)
-def test_demo_through_slurm(slurm, tmp_path):
-    local_dir = _copy_repo(tmp_path / "local")
-    local, local_s = _snakemake(local_dir, "--cores", "2")
-    assert local.returncode == 0, _output(local)
-
-    slurm_dir = _copy_repo(tmp_path / "slurm")
-    proc, slurm_s = _via_slurm(slurm_dir)
+def test_demo_through_slurm(slurm, demo_run, tmp_path):
+    """The demo through SLURM equals the local demo run of the session (same config)."""
+    slurm_dir = make_workdir(tmp_path / "slurm")
+    proc, slurm_s = _via_slurm(slurm_dir, "--snakefile", str(REPO / "Snakefile"))
     out = _output(proc)
     assert proc.returncode == 0, out
+    local_s = float((demo_run / "wall_seconds.txt").read_text())
+    local_dir = demo_run
 
     submitted = [s["slurm"] for s in _submissions(proc)]
     assert submitted, f"no job was submitted to SLURM:\n{out}"
