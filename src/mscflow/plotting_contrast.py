@@ -15,7 +15,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from mscflow.contrast import (  # noqa: E402
@@ -24,6 +23,7 @@ from mscflow.contrast import (  # noqa: E402
     ranking_from_de,
     running_enrichment,
 )
+from mscflow.plotting import cell_type_palette, set_style  # noqa: E402
 
 __all__ = [
     "composition_bars",
@@ -66,6 +66,7 @@ def forest_plot(
     """Effect (condition - reference) with 95% CI per cell type x gene set, one panel per
     contrast, for ``gene_sets`` (all when None or none present). Filled red =
     BH-significant (FDR over all sets of the table); open = not tested (status shown)."""
+    set_style()
     df = shifts[shifts["metric"] == metric]
     if gene_sets:
         keep = df["gene_set"].isin(list(gene_sets))
@@ -115,7 +116,8 @@ def composition_bars(props: pd.DataFrame, tests: pd.DataFrame | None = None) -> 
         return message_figure("No cells to summarise.", "Composition")
     tissues = sorted(props["tissue"].unique())
     types = sorted(props["cell_type"].unique())
-    palette = dict(zip(types, sns.color_palette("tab20", len(types)), strict=True))
+    set_style()
+    palette = cell_type_palette(types)
     starred = set()
     if tests is not None and not tests.empty:
         starred = set(zip(tests.loc[tests["significant"], "tissue"],
@@ -152,6 +154,7 @@ def volcano_plot(de: pd.DataFrame, contrast: str, fdr: float = 0.05, label_top: 
                  ) -> Figure:
     """Volcano (log2FC vs -log10 p) per cell type of one contrast; cell types without a
     test get a panel stating why."""
+    set_style()
     sub = de[de["contrast"] == contrast]
     if sub.empty:
         return message_figure(f"No pseudobulk DE rows for contrast {contrast!r}.", contrast)
@@ -195,6 +198,7 @@ def gsea_enrichment_plot(
 ) -> Figure:
     """Running enrichment score and hit positions for ``set_names`` (columns) in every
     tested cell type (rows) of one contrast; titles give NES and FDR."""
+    set_style()
     sets = coerce_gene_sets(gene_sets)
     g = gsea[(gsea["contrast"] == contrast) & (gsea["status"] == STATUS_TESTED)
              & gsea["gene_set"].isin(set_names)]
