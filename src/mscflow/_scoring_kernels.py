@@ -194,54 +194,84 @@ def gene_stats_dense(x, bounds, sums, sums64, sumsq64, nnz, want64):
 # in no set, so the inner loop is one predictable branch plus a vectorised multiply-add.
 
 ROW_BLOCK = 512
-LANES = 8  # sets scored together; weights are stored as (n_groups, n_genes_active, LANES)
+LANES = 8  # weight rows are padded to a multiple of this many sets (one AVX-512 register)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _gather_active(data, indices, lo, hi, gene_row, act_j, act_v):
+    """Branch-free compaction of a row's entries in weighted genes; returns their number."""
+    n_act = 0
+    for k in range(lo, hi):
+        j = gene_row[np.uint64(indices[k])]
+        act_j[n_act] = j
+        act_v[n_act] = data[k]
+        n_act += j >= 0
+    return n_act
+
+
+@nb.njit(cache=True, nogil=True)
+def _score_row(act_j, act_v, n_act, w2, acc):
+    """``acc[:] = sum_q act_v[q] * w2[act_j[q], :]`` over a row's active entries.
+
+    The lane loop has a runtime trip count and no reduction, so LLVM's loop vectoriser turns
+    it into SIMD multiply-adds over the contiguous weight row (numba leaves the SLP
+    vectoriser off, so fixed scalar accumulators would stay scalar).  Entries are taken four
+    at a time so the accumulators go through memory once per four entries.  The order of
+    the additions depends only on the row, never on the SIMD width, threads or chunking.
+    """
+    n_pad = w2.shape[1]
+    for lane in range(n_pad):
+        acc[lane] = 0.0
+    q = 0
+    while q + 3 < n_act:  # four entries per accumulator update: shorter store->load chain
+        v0 = act_v[q]
+        v1 = act_v[q + 1]
+        v2 = act_v[q + 2]
+        v3 = act_v[q + 3]
+        w0 = w2[np.uint64(act_j[q])]
+        w1 = w2[np.uint64(act_j[q + 1])]
+        w2_ = w2[np.uint64(act_j[q + 2])]
+        w3 = w2[np.uint64(act_j[q + 3])]
+        for lane in range(n_pad):
+            acc[lane] += (v0 * w0[lane] + v1 * w1[lane]) + (v2 * w2_[lane] + v3 * w3[lane])
+        q += 4
+    while q < n_act:
+        v = act_v[q]
+        wrow = w2[np.uint64(act_j[q])]
+        for lane in range(n_pad):
+            acc[lane] += v * wrow[lane]
+        q += 1
 
 
 @nb.njit(parallel=True, cache=True)
-def score_linear_csr(data, indices, indptr, gene_row, w3, offset, out):
+def score_linear_csr(data, indices, indptr, gene_row, w2, offset, out):
     """Write linear scores of every CSR row into ``out`` (rows x sets, float64).
 
-    ``w3[grp, j, lane]`` is the weight of active gene ``j`` (``gene_row[g]``, -1 = no set)
-    for set ``grp * LANES + lane``; padding lanes are zero.  Each row's active entries are
-    gathered once, then every group of ``LANES`` sets is a register-resident multiply-add.
+    ``w2[j, s]`` is the weight of active gene ``j`` (``gene_row[g]``, -1 = in no set) for
+    set ``s``; columns beyond ``out.shape[1]`` are zero padding.  Each row's active entries
+    are gathered once (branch-free), then every entry adds its weight row to the row's
+    accumulators.  Rows are independent, so results do not depend on the number of threads
+    or on chunking.
     """
     n_rows = indptr.shape[0] - 1
     n_sets = out.shape[1]
-    n_groups = w3.shape[0]
     n_blocks = (n_rows + ROW_BLOCK - 1) // ROW_BLOCK
-    max_len = 0
-    for r in range(n_rows):
-        max_len = max(max_len, indptr[r + 1] - indptr[r])
     for b in nb.prange(n_blocks):
         r0 = b * ROW_BLOCK
         r1 = min(r0 + ROW_BLOCK, n_rows)
+        max_len = 0
+        for r in range(r0, r1):
+            max_len = max(max_len, indptr[r + 1] - indptr[r])
         act_j = np.empty(max_len, dtype=np.int32)
         act_v = np.empty(max_len, dtype=np.float64)
+        acc = np.empty(w2.shape[1], dtype=np.float64)
         for r in range(r0, r1):
-            n_act = 0
-            for k in range(indptr[r], indptr[r + 1]):
-                j = gene_row[np.uint64(indices[k])]
-                act_j[n_act] = j
-                act_v[n_act] = data[k]
-                n_act += j >= 0
-            for grp in range(n_groups):
-                wg = w3[grp].ravel()
-                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-                for q in range(n_act):
-                    v = act_v[q]
-                    base = np.uint64(act_j[q]) * np.uint64(LANES)  # unsigned: no wraparound
-                    a0 += v * wg[base]
-                    a1 += v * wg[base + np.uint64(1)]
-                    a2 += v * wg[base + np.uint64(2)]
-                    a3 += v * wg[base + np.uint64(3)]
-                    a4 += v * wg[base + np.uint64(4)]
-                    a5 += v * wg[base + np.uint64(5)]
-                    a6 += v * wg[base + np.uint64(6)]
-                    a7 += v * wg[base + np.uint64(7)]
-                s0 = grp * LANES
-                acc = (a0, a1, a2, a3, a4, a5, a6, a7)
-                for lane in range(min(LANES, n_sets - s0)):
-                    out[r, s0 + lane] = acc[lane] + offset[s0 + lane]
+            n_act = _gather_active(
+                data, indices, indptr[r], indptr[r + 1], gene_row, act_j, act_v
+            )
+            _score_row(act_j, act_v, n_act, w2, acc)
+            for s in range(n_sets):
+                out[r, s] = acc[s] + offset[s]
 
 
 # ---------------------------------------------------------------------------------------

@@ -498,12 +498,12 @@ def _compact(w_full: dict[int, np.ndarray], n_vars: int, n_sets: int):
 
 
 def _lane_layout(w: np.ndarray) -> np.ndarray:
-    """Reshape compact weights (genes x sets) to the kernel's (groups, genes, LANES) layout."""
+    """Pad compact weights (genes x sets) to the kernel's row width (multiple of LANES)."""
     n_genes, n_sets = w.shape
-    n_groups = max(1, -(-n_sets // K.LANES))
-    padded = np.zeros((n_genes, n_groups * K.LANES), dtype=np.float64)
+    n_pad = max(1, -(-n_sets // K.LANES)) * K.LANES
+    padded = np.zeros((n_genes, n_pad), dtype=np.float64)
     padded[:, :n_sets] = w
-    return np.ascontiguousarray(padded.reshape(n_genes, n_groups, K.LANES).transpose(1, 0, 2))
+    return padded
 
 
 def _linear_weights(
