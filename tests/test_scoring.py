@@ -366,3 +366,20 @@ def test_n_threads_does_not_change_results() -> None:
     a = score_gene_sets(x, sets, var_names=gene_names(), n_threads=1)
     b = score_gene_sets(x, sets, var_names=gene_names(), n_threads=2)
     np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_precomputed_gene_means_give_identical_scores(dense: bool) -> None:
+    from mscflow.scoring import gene_means
+
+    x = make_matrix(seed=4)
+    x = x.toarray() if dense else x
+    sets, kw = make_sets(4), {"var_names": gene_names()}
+    means = gene_means(x, **kw)
+    ref = score_gene_sets(x, sets, "scanpy", **kw)
+    got = score_gene_sets(x, sets, "scanpy", gene_means=means, **kw)
+    np.testing.assert_array_equal(got.to_numpy(), ref.to_numpy())
+    with pytest.raises(ValueError, match="one mean per gene"):
+        score_gene_sets(x, sets, "scanpy", gene_means=means[:-1], **kw)
+    with pytest.raises(ValueError, match="only applies to method='scanpy'"):
+        score_gene_sets(x, sets, "mean", gene_means=means, **kw)

@@ -637,6 +637,7 @@ def score_gene_sets(
     n_up: int | float | None = None,
     chunk_size: int | None = None,
     n_threads: int | None = None,
+    gene_means: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Score every gene set in every cell; returns a cells x sets DataFrame.
 
@@ -665,6 +666,10 @@ def score_gene_sets(
         default to chunks of about 20 million stored values.
     n_threads
         Numba threads (None = numba's current setting).
+    gene_means
+        ``scanpy`` method only: per-gene means from :func:`gene_means` of the same matrix
+        (and ``layer``).  Skips the statistics pass, e.g. when the same matrix is scored
+        for several collections of sets; the results are identical.
 
     Returns
     -------
@@ -683,9 +688,14 @@ def score_gene_sets(
     chunks = _row_chunks(mat, chunk_size)
     names = list(sets)
     out = np.zeros((mat.n_obs, len(sets)), dtype=np.float64)
+    if gene_means is not None and method != "scanpy":
+        raise ValueError(f"gene_means=... only applies to method='scanpy', not {method!r}")
     with _threads(n_threads) as nt:
-        want = {"zscore": "moments", "aucell": "nnz"}.get(method, "sums")
-        stats = gene_stats(mat, chunks, want=want, n_parts=nt)
+        if gene_means is not None:
+            means, stats = _given_means(gene_means, mat, chunks)
+        else:
+            want = {"zscore": "moments", "aucell": "nnz"}.get(method, "sums")
+            stats = gene_stats(mat, chunks, want=want, n_parts=nt)
         _check_values(stats, method, genes)
         if method == "aucell":
             setup = _aucell_setup(sets, stats, genes, n_up)
@@ -693,9 +703,8 @@ def score_gene_sets(
         else:
             cuts = None
             if method == "scanpy":
-                means = scanpy_gene_means(stats, dense=mat.kind == "dense" or (
-                    mat.kind == "backed" and not _is_sparse_backed(mat)
-                ))
+                if gene_means is None:
+                    means = scanpy_gene_means(stats, dense=_is_dense(mat))
                 cuts = scanpy_cuts(means, genes, gene_pool, n_bins)
             gene_row, w, offset = _linear_weights(
                 method, sets, stats, genes, cuts=cuts, ctrl_size=ctrl_size,
@@ -703,6 +712,51 @@ def score_gene_sets(
             )
             _run_linear(mat, chunks, gene_row, w, offset, out)
     return pd.DataFrame(out, index=cells, columns=pd.Index(names))
+
+
+def gene_means(
+    data: Any,
+    *,
+    var_names: Sequence[str] | None = None,
+    layer: str | None = None,
+    chunk_size: int | None = None,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """Per-gene means exactly as ``score_gene_sets(..., method="scanpy")`` computes them.
+
+    Pass the result as ``gene_means=`` to score the same matrix (and layer) again without
+    the statistics pass.  Same inputs as :func:`score_gene_sets`.
+    """
+    mat, genes, _ = _resolve_input(data, layer, var_names, None)
+    chunks = _row_chunks(mat, chunk_size)
+    with _threads(n_threads) as nt:
+        stats = gene_stats(mat, chunks, want="sums", n_parts=nt)
+    _check_values(stats, "scanpy", genes)
+    return scanpy_gene_means(stats, dense=_is_dense(mat))
+
+
+def _given_means(
+    means: Any, mat: _Matrix, chunks: list[tuple[int, int]]
+) -> tuple[np.ndarray, GeneStats]:
+    """Validate caller-supplied gene means; stats carrying them for the value checks."""
+    means = np.asarray(means)
+    if means.shape != (mat.n_vars,) or means.dtype.kind != "f":
+        raise ValueError(
+            f"gene_means must be a float array of one mean per gene ({mat.n_vars}), got "
+            f"{means.dtype} {means.shape}; compute it with mscflow.scoring.gene_means(data)"
+        )
+    sample = _sample_values(_read_chunk(mat, *chunks[0])) if chunks else np.zeros(0)
+    finite = sample[np.isfinite(sample)]
+    vmax = float(finite.max()) if finite.size else 0.0
+    integer = bool(np.all(finite == np.floor(finite)))
+    none = np.zeros(1)
+    stats = GeneStats(means, none, none, none.astype(np.int64), mat.n_obs, vmax, integer)
+    return means, stats
+
+
+def _is_dense(mat: _Matrix) -> bool:
+    """True for dense in-memory or dense backed matrices (scanpy averages those in-dtype)."""
+    return mat.kind == "dense" or (mat.kind == "backed" and not _is_sparse_backed(mat))
 
 
 def _is_sparse_backed(mat: _Matrix) -> bool:
