@@ -36,8 +36,13 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True,
     return proc
 
 
-def make_workdir(path: Path, config_updates: dict | None = None) -> Path:
-    """A working directory holding the repository's config and curated resources."""
+def make_workdir(path: Path, config_updates: dict | None = None, *,
+                 with_contrasts: bool = True) -> Path:
+    """A working directory holding the repository's config and curated resources.
+
+    ``with_contrasts=False`` drops the demo's contrasts, for tests whose own sample sheet
+    lacks the demo's tissues or conditions.
+    """
     path.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "config", path / "config", dirs_exist_ok=True)
     for sub in ("genesets", "orthologs"):
@@ -45,6 +50,8 @@ def make_workdir(path: Path, config_updates: dict | None = None) -> Path:
     cfg_path = path / "config" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["demo"]["cells_per_sample"] = TEST_CELLS_PER_SAMPLE
+    if not with_contrasts:
+        cfg["contrasts"] = []
     for key, value in (config_updates or {}).items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key].update(value)

@@ -212,7 +212,8 @@ def parse_failures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]
 
     def run(case_id: str) -> tuple[subprocess.CompletedProcess, Path]:
         cfg, sheet, files = PARSE_SETUPS[case_id]
-        workdir = make_workdir(tmp_path_factory.mktemp(case_id), _genesets_update(cfg))
+        workdir = make_workdir(tmp_path_factory.mktemp(case_id), _genesets_update(cfg),
+                               with_contrasts=False)
         if sheet is not None:
             (workdir / "config" / "samples.tsv").write_text(sheet)
         for rel, text in files.items():

@@ -530,7 +530,7 @@ def _workdir(tmp_path: Path, sheet: Path, cache: Path) -> Path:
         "fetch": {"cache_dir": str(cache), "retries": 3, "backoff_s": 0.01,
                   "read_timeout_s": 10},
         "qc": {"min_cells_per_sample": 5},
-    })
+    }, with_contrasts=False)
 
 
 def _url_sheet(tmp_path: Path, srv: FaultyServer, tenx: dict[str, bytes]) -> Path:

@@ -38,7 +38,7 @@ def small_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def small_workdir(path: Path, demo: Path, samples: list[str],
                   config_updates: dict | None = None) -> Path:
     """A working directory whose sheet lists ``samples`` of the demo, copied to data/."""
-    make_workdir(path, config_updates)
+    make_workdir(path, config_updates, with_contrasts=False)
     sheet = pd.read_csv(demo / "samples.tsv", sep="\t", dtype=str, keep_default_na=False)
     sheet = sheet[sheet["sample"].isin(samples)].copy()
     (path / "data").mkdir()

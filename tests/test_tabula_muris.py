@@ -19,7 +19,7 @@ def test_reads_as_10x_v3() -> None:
 
 
 def test_qc_flags_transgene_cell_and_clusters(tmp_path: Path) -> None:
-    workdir = make_workdir(tmp_path / "tm")
+    workdir = make_workdir(tmp_path / "tm", with_contrasts=False)
     sheet = pd.DataFrame([{
         "sample": "tm_lung_P7_8", "tissue": "lung", "condition": "untreated", "replicate": 1,
         "species": "mouse", "path": str(TABULA_MURIS), "format": "10x_mtx", "layer": "",
