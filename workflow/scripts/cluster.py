@@ -16,7 +16,8 @@ from mscflow.workflow import setup_logging
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
-settings = ClusterSettings.from_config(smk.params.cluster, seed=smk.params.seed)
+settings = ClusterSettings.from_config({**smk.params.cluster, "n_jobs": smk.threads},
+                                      seed=smk.params.seed)
 with timed("read + merge"):
     adata = merge_sample_files(smk.input.h5ads)
 log.info("merged %d cells x %d genes from %d samples", adata.n_obs, adata.n_vars,
