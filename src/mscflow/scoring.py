@@ -301,14 +301,24 @@ def _split_bounds(weights: np.ndarray, n_parts: int) -> np.ndarray:
     return np.maximum.accumulate(np.clip(b, 0, n))
 
 
-def _column_weights(c: Any, n_vars: int, n_sample: int = 512) -> np.ndarray:
+def _column_weights(c: Any, n_vars: int, n_sample: int = 128) -> np.ndarray:
     """Approximate stored entries per gene from a few evenly spaced rows (for balancing)."""
     n = c.shape[0]
     if n == 0:
         return np.ones(n_vars)
     rows = np.unique(np.linspace(0, n - 1, min(n, n_sample)).astype(np.int64))
-    idx = np.concatenate([c.indices[c.indptr[r] : c.indptr[r + 1]] for r in rows])
+    idx = c.indices[_row_positions(c.indptr, rows)]
     return np.bincount(idx, minlength=n_vars).astype(np.float64) + 1.0
+
+
+def _row_positions(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Positions in ``data``/``indices`` of the stored entries of ``rows``, in order."""
+    starts = indptr[rows].astype(np.int64)
+    lens = indptr[rows + 1].astype(np.int64) - starts
+    if lens.sum() == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+    return np.arange(int(lens.sum()), dtype=np.int64) + offsets
 
 
 def _sample_values(c: Any, n_sample: int = 1000) -> np.ndarray:
@@ -319,7 +329,7 @@ def _sample_values(c: Any, n_sample: int = 1000) -> np.ndarray:
     rows = np.unique(np.linspace(0, n - 1, min(n, n_sample)).astype(np.int64))
     if isinstance(c, np.ndarray):
         return c[rows].ravel()
-    return np.concatenate([c.data[c.indptr[r] : c.indptr[r + 1]] for r in rows])
+    return c.data[_row_positions(c.indptr, rows)]
 
 
 def gene_stats(
@@ -419,6 +429,8 @@ class _Cuts:
     pool: pd.Index  # pool gene names in scanpy's order
     pool_idx: np.ndarray  # their column indices
     cut: np.ndarray  # bin of each pool gene (float, as scanpy computes it)
+    pos_of: np.ndarray  # gene column -> position in pool_idx (-1 if not in the pool)
+    bins: dict  # bin value -> its pool genes (column indices) in pool order
 
 
 def scanpy_cuts(
@@ -443,7 +455,13 @@ def scanpy_cuts(
             f"gene pool of {len(avg)} genes is too small for n_bins={n_bins}; lower n_bins"
         )
     cut = (avg.rank(method="min") // n_items).to_numpy()
-    return _Cuts(avg.index, pool_idx[finite], cut)
+    pool_idx = pool_idx[finite]
+    pos_of = np.full(len(genes), -1, dtype=np.int64)
+    pos_of[pool_idx] = np.arange(len(pool_idx))
+    order = np.argsort(cut, kind="stable")
+    values, starts = np.unique(cut[order], return_index=True)
+    groups = np.split(pool_idx[order], starts[1:])
+    return _Cuts(avg.index, pool_idx, cut, pos_of, dict(zip(values.tolist(), groups, strict=True)))
 
 
 def scanpy_control_genes(
@@ -456,7 +474,7 @@ def scanpy_control_genes(
     rng: np.random.RandomState,
 ) -> np.ndarray:
     """Column indices of the control genes scanpy 1.11.5 draws for one set."""
-    pos = pd.Index(cuts.pool_idx).get_indexer(set_idx)
+    pos = cuts.pos_of[set_idx]
     if (pos < 0).any():
         lost = genes[set_idx[pos < 0]][:10].tolist()
         raise ValueError(
@@ -468,7 +486,7 @@ def scanpy_control_genes(
     in_set[set_idx] = True
     chosen: list[np.ndarray] = []
     for c in set_cuts:
-        members = cuts.pool_idx[cuts.cut == c]
+        members = cuts.bins[c]
         if ctrl_size < len(members):
             members = members[rng.choice(len(members), size=ctrl_size, replace=False)]
         chosen.append(members[~in_set[members]])
@@ -486,14 +504,21 @@ def scanpy_control_genes(
 # ---------------------------------------------------------------------------------------
 
 
-def _compact(w_full: dict[int, np.ndarray], n_vars: int, n_sets: int):
-    """Turn per-gene weight rows into (gene_row map, compact weights genes x sets)."""
+def _compact(parts: list[tuple[np.ndarray, np.ndarray, int]], n_vars: int, n_sets: int):
+    """Turn (genes, weights, set) parts into (gene_row map, compact weights genes x sets).
+
+    Rows follow gene order; contributions to the same (gene, set) are added in part order.
+    """
+    g_all = np.concatenate([g for g, _, _ in parts]) if parts else np.zeros(0, np.int64)
+    v_all = np.concatenate([v for _, v, _ in parts]) if parts else np.zeros(0)
+    s_all = np.concatenate([np.full(len(g), s, dtype=np.int64) for g, _, s in parts]) if (
+        parts
+    ) else np.zeros(0, np.int64)
+    order = np.unique(g_all)
     gene_row = np.full(n_vars, -1, dtype=np.int32)
-    order = np.array(sorted(w_full), dtype=np.int64)
+    gene_row[order] = np.arange(len(order), dtype=np.int32)
     w = np.zeros((len(order), n_sets), dtype=np.float64)
-    for j, g in enumerate(order):
-        gene_row[g] = j
-        w[j] = w_full[g]
+    np.add.at(w, (gene_row[g_all], s_all), v_all)
     return gene_row, w
 
 
@@ -518,15 +543,11 @@ def _linear_weights(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weights W (genes x sets, compact) and per-set offsets for the linear methods."""
     n_sets = len(sets)
-    rows: dict[int, np.ndarray] = {}
+    parts: list[tuple[np.ndarray, np.ndarray, int]] = []
     offset = np.zeros(n_sets, dtype=np.float64)
 
     def add(g_idx: np.ndarray, vals: np.ndarray, s: int) -> None:
-        for g, v in zip(g_idx.tolist(), vals.tolist(), strict=True):
-            row = rows.get(g)
-            if row is None:
-                row = rows[g] = np.zeros(n_sets, dtype=np.float64)
-            row[s] += v
+        parts.append((np.asarray(g_idx, dtype=np.int64), np.asarray(vals, dtype=np.float64), s))
 
     shared_rng = random_state if isinstance(random_state, np.random.RandomState) else None
     for s, (name, (idx, w, weighted)) in enumerate(sets.items()):
@@ -557,7 +578,7 @@ def _linear_weights(
             coef = np.where(ok, w / np.where(ok, sd, 1.0), 0.0) / norm
             add(idx, coef, s)
             offset[s] = -float(np.sum(coef * mu))
-    gene_row, wc = _compact(rows, len(genes), n_sets)
+    gene_row, wc = _compact(parts, len(genes), n_sets)
     return gene_row, wc, offset
 
 
