@@ -291,11 +291,63 @@ def bench_out_of_core(args) -> None:
             )
             a.file.close()
             print(
-                f"out-of-core {method}: {t:.1f}s, peak extra RSS {m:.0f} MB "
-                f"(file {size_gb:.1f} GB)"
+                f"out-of-core {method}: {t:.1f}s, peak extra RSS {m:.0f} MB, process peak RSS "
+                f"{_rss_kb('VmHWM:') / 1024:.0f} MB (file {size_gb:.1f} GB)",
+                flush=True,
             )
     finally:
         path.unlink(missing_ok=True)
+
+
+MEM_CHILD = """
+import gc, sys, time, tracemalloc
+sys.path.insert(0, {bench_dir!r})
+import numpy as np, pandas as pd
+import bench_scoring as B
+from mscflow.scoring import score_gene_sets
+n_cells, n_genes, density, n_sets, method, threads = {params!r}
+genes = pd.Index([f"G{{i}}" for i in range(n_genes)])
+sets = B.make_sets(n_sets, genes)
+x = B.make_csr(n_cells, n_genes, density)
+score_gene_sets(x[:200], sets, method, var_names=genes, n_threads=threads)  # load the JIT
+gc.collect()
+mat_mb = (x.data.nbytes + x.indices.nbytes + x.indptr.nbytes) / 2**20
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = B._rss_kb("VmRSS:")
+tracemalloc.start()
+t = time.perf_counter()
+res = score_gene_sets(x, sets, method, var_names=genes, n_threads=threads)
+t = time.perf_counter() - t
+_, py_peak = tracemalloc.get_traced_memory()
+tracemalloc.stop()
+rss = (B._rss_kb("VmHWM:") - base) / 1024
+print(mat_mb, py_peak / 2**20, rss, t)
+"""
+
+
+def bench_memory(args) -> None:
+    """Extra memory per method in a fresh process: tracemalloc peak and peak RSS growth.
+
+    tracemalloc sees numpy allocations made from Python; numba's NRT arrays (the kernels'
+    per-block scratch) are only visible in the RSS, which is measured as ``VmHWM`` minus the
+    RSS after the matrix was built and the kernels were loaded.
+    """
+    bench_dir = str(Path(__file__).resolve().parent)
+    for n_cells in args.cells:
+        for n_sets in args.sets:
+            for method in args.methods:
+                params = (n_cells, args.genes, args.density, n_sets, method, args.threads)
+                code = MEM_CHILD.format(bench_dir=bench_dir, params=params)
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                     text=True, check=True)
+                mat_mb, py_mb, rss_mb, t = map(float, out.stdout.split()[-4:])
+                print(
+                    f"memory {n_cells} cells x {n_sets} sets, {method}: matrix {mat_mb:.0f} MB, "
+                    f"tracemalloc peak {py_mb:.1f} MB ({100 * py_mb / mat_mb:.1f}%), "
+                    f"peak RSS growth {rss_mb:.1f} MB ({100 * rss_mb / mat_mb:.1f}%), {t:.2f}s",
+                    flush=True,
+                )
 
 
 def bench_jit() -> None:
@@ -334,12 +386,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ooc-per-cell", type=int, default=1000, help="detected genes per cell")
     p.add_argument("--ooc-chunk", type=int, default=None, help="rows per streamed chunk")
     p.add_argument("--jit", action="store_true", help="measure cold vs warm JIT in fresh processes")
+    p.add_argument("--mem", action="store_true",
+                   help="per-method extra memory in fresh processes (tracemalloc + RSS)")
     p.add_argument("--csv", type=Path, default=None, help="also write the table here")
     args = p.parse_args(argv)
     print(f"# numba threads {args.threads}, load average {os.getloadavg()}", flush=True)
     if args.jit:
         bench_jit()
-    if args.cells:
+    if args.mem:
+        bench_memory(args)
+    elif args.cells:
         table = bench_in_memory(args)
         with pd.option_context("display.width", 250, "display.max_columns", None):
             print(table.T.to_string())

@@ -307,21 +307,18 @@ def _column_weights(c: Any, n_vars: int, n_sample: int = 128) -> np.ndarray:
     if n == 0:
         return np.ones(n_vars)
     rows = np.unique(np.linspace(0, n - 1, min(n, n_sample)).astype(np.int64))
-    idx = c.indices[_row_positions(c.indptr, rows)]
+    idx = _row_entries(c.indices, c.indptr, rows)
     return np.bincount(idx, minlength=n_vars).astype(np.float64) + 1.0
 
 
-def _row_positions(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Positions in ``data``/``indices`` of the stored entries of ``rows``, in order."""
-    starts = indptr[rows].astype(np.int64)
-    lens = indptr[rows + 1].astype(np.int64) - starts
-    if lens.sum() == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-    return np.arange(int(lens.sum()), dtype=np.int64) + offsets
+def _row_entries(arr: np.ndarray, indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Stored entries of ``rows`` (few rows: a short loop, no index arrays the size of nnz)."""
+    if len(rows) == 0:
+        return arr[:0]
+    return np.concatenate([arr[indptr[r] : indptr[r + 1]] for r in rows.tolist()])
 
 
-def _sample_values(c: Any, n_sample: int = 1000) -> np.ndarray:
+def _sample_values(c: Any, n_sample: int = 200) -> np.ndarray:
     """Stored values of a few evenly spaced rows of a chunk (for the raw-counts check)."""
     n = c.shape[0]
     if n == 0:
@@ -329,7 +326,7 @@ def _sample_values(c: Any, n_sample: int = 1000) -> np.ndarray:
     rows = np.unique(np.linspace(0, n - 1, min(n, n_sample)).astype(np.int64))
     if isinstance(c, np.ndarray):
         return c[rows].ravel()
-    return c.data[_row_positions(c.indptr, rows)]
+    return _row_entries(c.data, c.indptr, rows)
 
 
 def gene_stats(
