@@ -32,7 +32,7 @@ class ClusterSettings:
     marker_method: str = "t-test"
     umap_min_dist: float = 0.5
     umap_epochs: int | None = 200
-    pca_solver: str = "covariance_eigh"
+    pca_solver: str = "arpack"
     neighbors_method: str = "kd_tree"
     n_jobs: int = 2
     leiden_flavor: str = "igraph"
@@ -134,8 +134,9 @@ def leiden(adata: ad.AnnData, settings: ClusterSettings, resolution: float) -> N
 def embed_and_cluster(adata: ad.AnnData, settings: ClusterSettings) -> None:
     """HVG across samples, PCA, neighbours, Leiden at every resolution, UMAP (in place).
 
-    The PCA uses ``pca_solver`` (default "covariance_eigh": exact, deterministic, works on the
-    sparse matrix without densifying it), UMAP ``umap_epochs`` optimisation epochs.
+    The PCA uses ``pca_solver`` ("arpack" by default: on the loaded 2-core benchmark machine
+    scanpy's sparse "covariance_eigh" took 129 s on 87k cells, arpack ~3x less), UMAP
+    ``umap_epochs`` optimisation epochs.
     """
     batch_key = "sample" if adata.obs["sample"].nunique() > 1 else None
     with timed("HVG"):
