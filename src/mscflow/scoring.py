@@ -514,9 +514,9 @@ def _compact(parts: list[tuple[np.ndarray, np.ndarray, int]], n_vars: int, n_set
     order = np.unique(g_all)
     gene_row = np.full(n_vars, -1, dtype=np.int32)
     gene_row[order] = np.arange(len(order), dtype=np.int32)
-    w = np.zeros((len(order), n_sets), dtype=np.float64)
-    np.add.at(w, (gene_row[g_all], s_all), v_all)
-    return gene_row, w
+    flat = gene_row[g_all].astype(np.int64) * n_sets + s_all
+    w = np.bincount(flat, weights=v_all, minlength=len(order) * n_sets)
+    return gene_row, w.reshape(len(order), n_sets)
 
 
 def _lane_layout(w: np.ndarray) -> np.ndarray:
