@@ -18,8 +18,8 @@ from mscflow.cluster import (
     merge_sample_files,
     merge_samples,
     normalise,
-    write_h5ad_fast,
 )
+from mscflow.io import write_h5ad_atomic
 
 
 def planted_sample(name: str, n_cells: int, seed: int) -> tuple[ad.AnnData, np.ndarray]:
@@ -46,7 +46,7 @@ def sample_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], 
     paths, truth = [], []
     for i in range(3):
         adata, groups = planted_sample(f"s{i}", 700, seed=i)
-        write_h5ad_fast(adata, out / f"s{i}.h5ad")
+        write_h5ad_atomic(adata, out / f"s{i}.h5ad", compression="lzf")
         paths.append(out / f"s{i}.h5ad")
         truth.append(groups)
     return paths, np.concatenate(truth)
@@ -62,9 +62,9 @@ def test_merge_sample_files_equals_merge_samples(sample_files) -> None:
     assert merged.obs["sample"].dtype == "category"
 
 
-def test_write_h5ad_fast_round_trip_stays_sparse(sample_files, tmp_path: Path) -> None:
+def test_lzf_h5ad_round_trip_stays_sparse(sample_files, tmp_path: Path) -> None:
     merged = merge_sample_files(sample_files[0])
-    write_h5ad_fast(merged, tmp_path / "m.h5ad")
+    write_h5ad_atomic(merged, tmp_path / "m.h5ad", compression="lzf")
     back = ad.read_h5ad(tmp_path / "m.h5ad")
     assert sparse.issparse(back.layers["counts"])
     assert (back.X != merged.X).nnz == 0

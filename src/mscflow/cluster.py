@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -155,21 +153,6 @@ def embed_and_cluster(adata: ad.AnnData, settings: ClusterSettings) -> None:
     with timed("UMAP"):
         sc.tl.umap(adata, min_dist=settings.umap_min_dist, random_state=settings.random_state,
                    maxiter=settings.umap_epochs)
-
-
-def write_h5ad_fast(adata: ad.AnnData, path: str | Path, compression: str | None = "lzf"
-                    ) -> None:
-    """Atomic h5ad write with a fast codec (lzf writes ~5x faster than gzip; sparse stays)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        adata.write_h5ad(tmp, compression=compression)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def marker_genes(adata: ad.AnnData, groupby: str, method: str, n_genes: int = 25) -> pd.DataFrame:

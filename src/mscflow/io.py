@@ -216,15 +216,20 @@ def _publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_h5ad_atomic(adata: ad.AnnData, path: str | Path) -> None:
-    """Write an h5ad to a temporary file beside ``path`` and rename it into place."""
+def write_h5ad_atomic(adata: ad.AnnData, path: str | Path, *,
+                      compression: str | None = "gzip") -> None:
+    """Write an h5ad to a temporary file beside ``path`` and rename it into place.
+
+    ``compression="lzf"`` writes about 5x faster than gzip and suits intermediates read only
+    by the workflow (lzf is an h5py filter: keep gzip for files handed to other tools).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     _PENDING.add(tmp)
     try:
-        adata.write_h5ad(tmp, compression="gzip")
+        adata.write_h5ad(tmp, compression=compression)
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -9,9 +9,8 @@ from mscflow.cluster import (
     normalise,
     resolution_agreement,
     timed,
-    write_h5ad_fast,
 )
-from mscflow.io import write_table_atomic
+from mscflow.io import write_h5ad_atomic, write_table_atomic
 from mscflow.workflow import setup_logging
 
 smk = snakemake  # noqa: F821
@@ -33,4 +32,4 @@ with timed("markers"):
 write_table_atomic(markers, smk.output.markers)
 write_table_atomic(resolution_agreement(adata.obs, keys), smk.output.agreement)
 with timed("write h5ad"):
-    write_h5ad_fast(adata, smk.output.h5ad)
+    write_h5ad_atomic(adata, smk.output.h5ad, compression="lzf")
