@@ -11,6 +11,7 @@ rule cluster:
             "results/cluster/resolution_agreement.tsv",
             caption="../report/resolution_agreement.rst",
             category="2. Clustering",
+            subcategory="Resolution",
             labels={"table": "resolution comparison"},
         ),
     params:

@@ -37,18 +37,21 @@ rule qc_summary:
             "results/qc/qc_summary.tsv",
             caption="../report/qc_summary.rst",
             category="1. Quality control",
+            subcategory="Cell filters",
             labels={"table": "cells removed per reason"},
         ),
         distributions=report(
             "results/qc/plots/qc_distributions.png",
             caption="../report/qc_distributions.rst",
             category="1. Quality control",
+            subcategory="Cell filters",
             labels={"figure": "QC distributions with thresholds"},
         ),
         doublets=report(
             "results/qc/plots/doublet_scores.png",
             caption="../report/doublet_scores.rst",
             category="1. Quality control",
+            subcategory="Doublets",
             labels={"figure": "doublet scores"},
         ),
     log:

@@ -14,6 +14,7 @@ rule score_programmes:
             "results/scores/gene_set_report.tsv",
             caption="../report/gene_set_report.rst",
             category="3. Gene-set scores",
+            subcategory="Gene sets",
             labels={"table": "genes found per set"},
         ),
     params:

@@ -9,12 +9,14 @@ rule summarise:
             "results/summary/cluster_sizes.tsv",
             caption="../report/cluster_sizes.rst",
             category="2. Clustering",
+            subcategory="Cluster sizes",
             labels={"table": "cluster sizes per sample"},
         ),
         mean_scores=report(
             "results/summary/mean_scores.tsv",
             caption="../report/mean_scores.rst",
             category="3. Gene-set scores",
+            subcategory="Summary",
             labels={"table": "mean scores per cluster and sample"},
         ),
     params:
@@ -41,24 +43,28 @@ rule plot_embeddings:
             "results/plots/umap_overview.png",
             caption="../report/umap_overview.rst",
             category="2. Clustering",
+            subcategory="Embedding",
             labels={"figure": "UMAP by cluster, sample, condition, cell type"},
         ),
         scores=report(
             "results/plots/umap_scores.png",
             caption="../report/umap_scores.rst",
             category="3. Gene-set scores",
+            subcategory="Per gene set",
             labels={"figure": "scores on UMAP"},
         ),
         violins=report(
             "results/plots/score_violins.png",
             caption="../report/score_violins.rst",
             category="3. Gene-set scores",
+            subcategory="Per gene set",
             labels={"figure": "scores by cell type and condition"},
         ),
         markers=report(
             "results/plots/marker_dotplot.png",
             caption="../report/marker_dotplot.rst",
             category="2. Clustering",
+            subcategory="Markers",
             labels={"figure": "top marker genes per cluster"},
         ),
     params:
