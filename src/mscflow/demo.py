@@ -18,6 +18,8 @@ Model (all effect sizes are parameters of :class:`DemoSpec`, documented there):
 * Low-quality cells (fraction ``low_quality_fraction``): library size x 0.04-0.15 and
   mitochondrial fraction 30-70 %. Heterotypic doublets (``doublet_fraction``): the sum of
   two cells of different types.
+* Macrophages express the programme genes at baseline (at least ``programme_baseline`` x the
+  mean abundance of a non-ribosomal gene).
 * Condition effects in MSC samples: genes of ``effect_sets`` multiplied by
   ``programme_fold`` in macrophages (alveolar, interstitial, Kupffer, MoMF); in liver the
   MoMF proportion multiplied by ``momf_expansion`` before renormalising.
@@ -84,6 +86,7 @@ class DemoSpec:
     low_quality_fraction: float = 0.06
     doublet_fraction: float = 0.05
     programme_fold: float = 2.0
+    programme_baseline: float = 2.0
     momf_expansion: float = 2.5
     effect_sets: tuple[str, ...] = (
         "efferocytosis_combined", "il10_ligand_receptor", "il10_stat3_response",
@@ -126,8 +129,13 @@ def cell_type_profiles(
     cell_types: Sequence[str],
     spec: DemoSpec,
     rng: np.random.Generator,
+    programme: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Relative expression profile (sums to 1 without mitochondrial genes) per cell type."""
+    """Relative expression profile (sums to 1 without mitochondrial genes) per cell type.
+
+    Macrophages express the ``programme`` genes (efferocytosis, IL-10) at least at the mean
+    abundance of a non-ribosomal gene times ``spec.programme_baseline``, as they do in vivo.
+    """
     index = {g: i for i, g in enumerate(genes)}
     n = len(genes)
     is_mito = np.array([g.startswith("mt-") for g in genes])
@@ -147,6 +155,9 @@ def cell_type_profiles(
         if ct in MACROPHAGES:
             pan = [index[g] for g in markers.get("pan_macrophage", ()) if g in index]
             log_prof[pan] = np.log(base[pan].mean() + 1.0) + np.log(spec.marker_fold) - 0.5
+            if programme is not None:
+                floor = np.log(base[~is_ribo & ~is_mito].mean() * spec.programme_baseline)
+                log_prof[programme] = np.maximum(log_prof[programme], floor)
         type_genes = rng.choice(background_idx, size=spec.n_type_genes, replace=False)
         log_prof[type_genes] += np.log(spec.type_gene_fold)
         prof = np.exp(log_prof)
@@ -350,8 +361,8 @@ def generate_demo(
     missing = [ct for ct in all_types if ct not in markers]
     if missing:
         raise ValueError(f"marker GMT lacks sets for demo cell types {missing}")
-    profiles = cell_type_profiles(genes, markers, all_types, spec, rng)
     programme = programme_mask(genes, programme_sets, spec.effect_sets)
+    profiles = cell_type_profiles(genes, markers, all_types, spec, rng, programme)
 
     sheet_rows, truth_frames = [], []
     for tissue in spec.tissues:
