@@ -23,8 +23,11 @@ def _generate(root: Path) -> pd.DataFrame:
 
 
 def _digests(folder: Path) -> dict[str, str]:
+    """Hashes of the generated files (the sheet holds absolute paths; h5ad is checked by
+    reading it back)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".h5ad" and p.name != "samples.tsv"}
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix != ".h5ad" and p.name != "samples.tsv"}
 
 
 @pytest.fixture(scope="module")
