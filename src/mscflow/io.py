@@ -220,8 +220,9 @@ def write_h5ad_atomic(adata: ad.AnnData, path: str | Path, *,
                       compression: str | None = "gzip") -> None:
     """Write an h5ad to a temporary file beside ``path`` and rename it into place.
 
-    ``compression="lzf"`` writes about 5x faster than gzip and suits intermediates read only
-    by the workflow (lzf is an h5py filter: keep gzip for files handed to other tools).
+    gzip (the default) writes identical bytes for identical data. ``compression="lzf"``
+    writes about 5x faster but its bytes vary between runs (liblzf leaves its hash table
+    uninitialised), so the workflow keeps gzip: reruns must give identical files.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
