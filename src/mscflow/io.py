@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anndata as ad
@@ -216,6 +217,25 @@ def _publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def _atomic_target(path: str | Path) -> Iterator[str]:
+    """Yield a temporary file beside ``path``; rename it into place only if the block ends
+    without error, and remove it otherwise (also on SIGTERM, through ``_PENDING``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    _PENDING.add(tmp)
+    try:
+        yield tmp
+        _publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        _PENDING.discard(tmp)
+
+
 def write_h5ad_atomic(adata: ad.AnnData, path: str | Path, *,
                       compression: str | None = "gzip") -> None:
     """Write an h5ad to a temporary file beside ``path`` and rename it into place.
@@ -224,37 +244,16 @@ def write_h5ad_atomic(adata: ad.AnnData, path: str | Path, *,
     writes about 5x faster but its bytes vary between runs (liblzf leaves its hash table
     uninitialised), so the workflow keeps gzip: reruns must give identical files.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    _PENDING.add(tmp)
-    try:
+    with _atomic_target(path) as tmp:
         adata.write_h5ad(tmp, compression=compression)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        _PENDING.discard(tmp)
 
 
 def write_table_atomic(df: pd.DataFrame, path: str | Path, *, index: bool = False) -> None:
     """Write a TSV or parquet table through a temporary file and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    _PENDING.add(tmp)
-    try:
-        if path.suffix == ".parquet":
+    suffix = Path(path).suffix
+    with _atomic_target(path) as tmp:
+        if suffix == ".parquet":
             df.to_parquet(tmp, index=index)
         else:
-            compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else None
+            compression = {"method": "gzip", "mtime": 0} if suffix == ".gz" else None
             df.to_csv(tmp, sep="\t", index=index, compression=compression)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        _PENDING.discard(tmp)
