@@ -28,6 +28,7 @@ rule annotate:
         annotation=config.get("annotation", {}),
         min_genes=config["genesets"]["min_genes"],
         seed=config["seed"],
+        compression=config["h5ad_compression"],
     log:
         "logs/annotate/annotate.log",
     benchmark:

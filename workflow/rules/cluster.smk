@@ -17,6 +17,7 @@ rule cluster:
     params:
         cluster=config["cluster"],
         seed=config["seed"],
+        compression=config["h5ad_compression"],
     log:
         "logs/cluster/cluster.log",
     benchmark:

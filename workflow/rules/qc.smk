@@ -14,6 +14,7 @@ rule qc_sample:
         layer=lambda wc: samples.loc[wc.sample, "layer"],
         qc=config["qc"],
         seed=config["seed"],
+        compression=config["h5ad_compression"],
     log:
         "logs/qc/{sample}.log",
     benchmark:

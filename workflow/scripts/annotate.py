@@ -35,4 +35,4 @@ save(marker_set_dotplot(dot), smk.output.dotplot)
 per_cell.index.name = "cell"
 write_table_atomic(per_cell, smk.output.cells, index=True)
 write_table_atomic(per_cluster, smk.output.clusters)
-write_h5ad_atomic(adata, smk.output.h5ad)
+write_h5ad_atomic(adata, smk.output.h5ad, compression=smk.params.compression)

@@ -32,4 +32,4 @@ with timed("markers"):
 write_table_atomic(markers, smk.output.markers)
 write_table_atomic(resolution_agreement(adata.obs, keys), smk.output.agreement)
 with timed("write h5ad"):
-    write_h5ad_atomic(adata, smk.output.h5ad)
+    write_h5ad_atomic(adata, smk.output.h5ad, compression=smk.params.compression)

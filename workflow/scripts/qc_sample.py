@@ -51,4 +51,4 @@ else:
 log.info("kept %d of %d cells", filtered.n_obs, adata.n_obs)
 write_table_atomic(metrics, smk.output.metrics)
 write_table_atomic(summary, smk.output.summary)
-write_h5ad_atomic(filtered, smk.output.h5ad)
+write_h5ad_atomic(filtered, smk.output.h5ad, compression=smk.params.compression)
