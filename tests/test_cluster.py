@@ -82,3 +82,40 @@ def test_fast_and_reference_settings_find_the_planted_groups(sample_files, fast:
     embed_and_cluster(adata, settings)
     assert adjusted_rand_score(truth, adata.obs[leiden_key(0.2)]) > 0.95
     assert adata.obsm["X_umap"].shape == (adata.n_obs, 2)
+
+
+def test_umap_in_its_own_process_equals_umap_in_process(sample_files) -> None:
+    """The workflow runs UMAP beside Leiden in a child process: same seed, same embedding."""
+    import scanpy as sc
+    from threadpoolctl import threadpool_limits
+
+    from mscflow.cluster import embed_graph, finish_umap, start_umap
+
+    paths, _ = sample_files
+    adata = merge_sample_files(paths)
+    normalise(adata, 1e4)
+    settings = ClusterSettings.from_config({"n_top_genes": 300, "umap_epochs": 50}, seed=3)
+    embed_graph(adata, settings)
+    job = start_umap(adata, settings)
+    finish_umap(adata, job)
+    assert not Path(job.folder.name).exists()
+    inline = adata.copy()
+    with threadpool_limits(1):
+        sc.tl.umap(inline, min_dist=settings.umap_min_dist, random_state=3, maxiter=50)
+    np.testing.assert_array_equal(adata.obsm["X_umap"], inline.obsm["X_umap"])
+    assert adata.uns["umap"] == inline.uns["umap"]
+
+
+def test_umap_process_failure_is_reported(sample_files) -> None:
+    from mscflow.cluster import embed_graph, finish_umap, start_umap
+
+    paths, _ = sample_files
+    adata = merge_sample_files(paths)
+    normalise(adata, 1e4)
+    settings = ClusterSettings.from_config({"n_top_genes": 300}, seed=0)
+    embed_graph(adata, settings)
+    job = start_umap(adata, settings)
+    (Path(job.folder.name) / "input.npz").unlink()  # the child cannot read its input
+    with pytest.raises(RuntimeError, match="UMAP process failed"):
+        finish_umap(adata, job)
+    assert job.process.poll() is not None and not Path(job.folder.name).exists()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -10,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import scanpy as sc
 
@@ -162,9 +168,19 @@ def embed_and_cluster(adata: ad.AnnData, settings: ClusterSettings) -> None:
 
     The PCA uses ``pca_solver`` ("arpack" by default: on the loaded 2-core benchmark machine
     scanpy's sparse "covariance_eigh" took 20 s vs arpack's 14 s on 14k cells, and 129 s on
-    87k cells), UMAP
-    ``umap_epochs`` optimisation epochs.
+    87k cells), UMAP ``umap_epochs`` optimisation epochs. To overlap UMAP with other work,
+    call :func:`embed_graph`, :func:`start_umap`, :func:`leiden_all` and
+    :func:`finish_umap`.
     """
+    embed_graph(adata, settings)
+    leiden_all(adata, settings)
+    with timed("UMAP"):
+        sc.tl.umap(adata, min_dist=settings.umap_min_dist, random_state=settings.random_state,
+                   maxiter=settings.umap_epochs)
+
+
+def embed_graph(adata: ad.AnnData, settings: ClusterSettings) -> None:
+    """HVG across samples, PCA and the neighbour graph (in place)."""
     cache_umap_kernels()
     batch_key = "sample" if adata.obs["sample"].nunique() > 1 else None
     with timed("HVG"):
@@ -176,12 +192,79 @@ def embed_and_cluster(adata: ad.AnnData, settings: ClusterSettings) -> None:
                   svd_solver=settings.pca_solver, random_state=settings.random_state)
     with timed("neighbours"):
         neighbours(adata, settings, n_pcs)
+
+
+def leiden_all(adata: ad.AnnData, settings: ClusterSettings) -> None:
+    """Leiden at every resolution of ``settings`` (in place)."""
     with timed("Leiden"):
         for res in settings.resolutions:
             leiden(adata, settings, res)
-    with timed("UMAP"):
-        sc.tl.umap(adata, min_dist=settings.umap_min_dist, random_state=settings.random_state,
-                   maxiter=settings.umap_epochs)
+
+
+@dataclass
+class UmapProcess:
+    """A running :mod:`mscflow._umap_process` and its temporary folder."""
+
+    process: subprocess.Popen
+    folder: tempfile.TemporaryDirectory
+    started: float
+
+
+def start_umap(adata: ad.AnnData, settings: ClusterSettings) -> UmapProcess:
+    """Start ``sc.tl.umap`` on ``adata``'s neighbour graph in a separate process.
+
+    The process gets the graph, the PCA and the settings through a temporary file and
+    computes what an in-process ``sc.tl.umap`` call would (same seed, same result) while
+    this process goes on; :func:`finish_umap` collects it.
+    """
+    neigh = adata.uns["neighbors"]
+    graph = adata.obsp[neigh.get("connectivities_key", "connectivities")].tocsr()
+    params = dict(neigh["params"])
+    use_rep = params.get("use_rep", "X_pca")
+    info = {"use_rep": use_rep, "params": params, "min_dist": settings.umap_min_dist,
+            "random_state": settings.random_state, "maxiter": settings.umap_epochs}
+    folder = tempfile.TemporaryDirectory(prefix="mscflow-umap-")
+    inp = Path(folder.name) / "input.npz"
+    np.savez(inp, n_obs=adata.n_obs, data=graph.data, indices=graph.indices,
+             indptr=graph.indptr, rep=adata.obsm[use_rep],
+             settings=json.dumps(info, default=_json_default))
+    cmd = [sys.executable, "-m", "mscflow._umap_process", str(inp),
+           str(Path(folder.name) / "output.npz"), str(os.getpid())]
+    # one thread: UMAP's layout is serial anyway, and the result must not depend on cores
+    env = {**os.environ, **dict.fromkeys(
+        ["NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"], "1")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    return UmapProcess(proc, folder, time.perf_counter())
+
+
+def finish_umap(adata: ad.AnnData, job: UmapProcess) -> None:
+    """Wait for :func:`start_umap`'s process; store ``X_umap`` and ``uns["umap"]``."""
+    try:
+        output, _ = job.process.communicate()
+        if job.process.returncode != 0:
+            raise RuntimeError(f"UMAP process failed (exit {job.process.returncode}):\n{output}")
+        with np.load(Path(job.folder.name) / "output.npz") as f:
+            adata.obsm["X_umap"] = f["X_umap"]
+            adata.uns["umap"] = {"params": json.loads(str(f["params"]))}
+        log.info("step UMAP (own process, alongside): %.2f s", time.perf_counter() - job.started)
+    finally:
+        stop_umap(job)
+
+
+def stop_umap(job: UmapProcess) -> None:
+    """Kill the UMAP process if it still runs and remove its temporary folder."""
+    if job.process.poll() is None:
+        job.process.kill()
+        job.process.wait()
+    job.folder.cleanup()
+
+
+def _json_default(value: object) -> object:
+    """JSON for the numpy scalars scanpy keeps in ``uns["neighbors"]["params"]``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__} for the UMAP process")
 
 
 def marker_genes(adata: ad.AnnData, groupby: str, method: str, n_genes: int = 25) -> pd.DataFrame:

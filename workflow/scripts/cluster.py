@@ -2,12 +2,16 @@
 
 from mscflow.cluster import (
     ClusterSettings,
-    embed_and_cluster,
+    embed_graph,
+    finish_umap,
+    leiden_all,
     leiden_key,
     marker_genes,
     merge_sample_files,
     normalise,
     resolution_agreement,
+    start_umap,
+    stop_umap,
     timed,
 )
 from mscflow.io import write_h5ad_atomic, write_table_atomic
@@ -23,12 +27,19 @@ log.info("merged %d cells x %d genes from %d samples", adata.n_obs, adata.n_vars
          adata.obs["sample"].nunique())
 with timed("normalise"):
     normalise(adata, settings.target_sum)
-embed_and_cluster(adata, settings)
-keys = [leiden_key(r) for r in settings.resolutions]
-for key in keys:
-    log.info("%s: %d clusters", key, adata.obs[key].nunique())
-with timed("markers"):
-    markers = marker_genes(adata, leiden_key(settings.default_resolution), settings.marker_method)
+embed_graph(adata, settings)
+umap_job = start_umap(adata, settings)  # on the other core during Leiden and markers
+try:
+    leiden_all(adata, settings)
+    keys = [leiden_key(r) for r in settings.resolutions]
+    for key in keys:
+        log.info("%s: %d clusters", key, adata.obs[key].nunique())
+    with timed("markers"):
+        markers = marker_genes(adata, leiden_key(settings.default_resolution),
+                               settings.marker_method)
+    finish_umap(adata, umap_job)
+finally:
+    stop_umap(umap_job)
 write_table_atomic(markers, smk.output.markers)
 write_table_atomic(resolution_agreement(adata.obs, keys), smk.output.agreement)
 with timed("write h5ad"):
