@@ -191,6 +191,8 @@ def plain_script(sheet: pd.DataFrame, cfg: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cols = [c for c in adata.obs if c.startswith(("leiden_", "score:"))]
     adata.obs[cols].to_parquet(out / "obs.parquet")
+    pd.DataFrame(adata.obsm["X_umap"], index=adata.obs_names,
+                 columns=["umap1", "umap2"]).to_parquet(out / "umap.parquet")
     doublets.to_parquet(out / "doublets.parquet")
     pd.DataFrame(steps.rows).to_csv(out / "steps.tsv", sep="\t", index=False)
 
@@ -235,10 +237,40 @@ def compare(workdir: Path, plain_out: Path, data: Path, cfg: dict) -> dict:
     for r in cfg["cluster"]["resolutions"]:
         key = f"leiden_{float(r):g}"
         res[f"ARI {key}"] = adjusted_rand_score(obs.loc[cells, key], plain.loc[cells, key])
+    default_key = f"leiden_{float(cfg['cluster']['default_resolution']):g}"
+    coords = ad.read_h5ad(workdir / "results" / "cluster" / "clustered.h5ad",
+                          backed="r").obsm["X_umap"]
+    res.update(umap_agreement(obs, coords, plain_out, cells, default_key))
     scores = pd.read_parquet(workdir / "results" / "scores" / "scores.parquet")
     corrs = [np.corrcoef(scores.loc[cells, c.removeprefix("score:")], plain.loc[cells, c])[0, 1]
              for c in plain if c.startswith("score:") and c.removeprefix("score:") in scores]
     res["score correlation min / median"] = (float(np.min(corrs)), float(np.median(corrs)))
+    return res
+
+
+def umap_agreement(obs: pd.DataFrame, coords: np.ndarray, plain_out: Path,
+                   cells: pd.Index, key: str, n_sample: int = 5000) -> dict:
+    """Does each UMAP show the same picture? Share of every sampled cell's 15 nearest
+    embedding neighbours in its own (workflow) cluster, and the clusters' silhouette."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.neighbors import NearestNeighbors
+
+    path = plain_out / "umap.parquet"
+    if not path.exists():
+        return {}
+    embeddings = {"workflow": pd.DataFrame(np.asarray(coords), index=obs.index).loc[cells],
+                  "plain": pd.read_parquet(path).loc[cells]}
+    labels = obs.loc[cells, key].to_numpy()
+    pick = np.random.default_rng(0).choice(len(cells), min(n_sample, len(cells)), replace=False)
+    res = {}
+    for name, emb in embeddings.items():
+        x = emb.to_numpy()
+        nearest = NearestNeighbors(n_neighbors=16).fit(x).kneighbors(
+            x[pick], return_distance=False)[:, 1:]
+        same = float(np.mean(labels[nearest] == labels[pick][:, None]))
+        sil = float(silhouette_score(x[pick], labels[pick]))
+        res[f"UMAP {name}: neighbours in own cluster / silhouette"] = (round(same, 4),
+                                                                       round(sil, 3))
     return res
 
 

@@ -1,8 +1,9 @@
 """UMAP in a separate process, so it runs on one core while Leiden and markers use the other.
 
-``python -m mscflow._umap_process <input.npz> <output.npz> <parent pid>`` reads the PCA, the
-neighbour graph and the UMAP settings written by :func:`mscflow.cluster.start_umap`, runs
-``sc.tl.umap`` on them and writes the coordinates. Same inputs and seed as an in-process
+``python -m mscflow._umap_process <input.npz> <output.npz> <parent pid>`` imports scanpy and
+umap-learn, waits for "go" on stdin, reads the PCA, the neighbour graph and the UMAP
+settings written by :func:`mscflow.cluster.submit_umap`, runs ``sc.tl.umap`` on them and
+writes the coordinates. Same inputs and seed as an in-process
 ``sc.tl.umap`` call, so the embedding is the same.
 """
 
@@ -53,4 +54,9 @@ def run(inp: str, out: str) -> None:
 
 if __name__ == "__main__":
     die_with_parent(int(sys.argv[3]))
+    import scanpy.tools  # noqa: F401  (import while the parent works)
+    import umap  # noqa: F401
+
+    if sys.stdin.readline().strip() != "go":  # the parent ended without a graph
+        sys.exit(1)
     run(sys.argv[1], sys.argv[2])

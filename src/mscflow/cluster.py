@@ -35,7 +35,7 @@ class ClusterSettings:
     leiden_iterations: int = 2
     marker_method: str = "t-test"
     umap_min_dist: float = 0.5
-    umap_epochs: int | None = 200
+    umap_epochs: int | None = 100
     pca_solver: str = "arpack"
     neighbors_method: str = "brute"
     n_jobs: int = 2
@@ -169,8 +169,8 @@ def embed_and_cluster(adata: ad.AnnData, settings: ClusterSettings) -> None:
     The PCA uses ``pca_solver`` ("arpack" by default: on the loaded 2-core benchmark machine
     scanpy's sparse "covariance_eigh" took 20 s vs arpack's 14 s on 14k cells, and 129 s on
     87k cells), UMAP ``umap_epochs`` optimisation epochs. To overlap UMAP with other work,
-    call :func:`embed_graph`, :func:`start_umap`, :func:`leiden_all` and
-    :func:`finish_umap`.
+    call :func:`launch_umap`, :func:`embed_graph`, :func:`submit_umap`, :func:`leiden_all`
+    and :func:`finish_umap`.
     """
     embed_graph(adata, settings)
     leiden_all(adata, settings)
@@ -210,12 +210,26 @@ class UmapProcess:
     started: float
 
 
-def start_umap(adata: ad.AnnData, settings: ClusterSettings) -> UmapProcess:
-    """Start ``sc.tl.umap`` on ``adata``'s neighbour graph in a separate process.
+def launch_umap() -> UmapProcess:
+    """Start the UMAP process early: it imports scanpy and umap-learn (~8 s) while this
+    process reads and merges, then waits for :func:`submit_umap`."""
+    folder = tempfile.TemporaryDirectory(prefix="mscflow-umap-")
+    cmd = [sys.executable, "-m", "mscflow._umap_process", str(Path(folder.name) / "input.npz"),
+           str(Path(folder.name) / "output.npz"), str(os.getpid())]
+    # one thread: UMAP's layout is serial anyway, and the result must not depend on cores
+    env = {**os.environ, **dict.fromkeys(
+        ["NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"], "1")}
+    with open(Path(folder.name) / "umap.log", "w") as out:  # a file: a pipe could fill up
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+    return UmapProcess(proc, folder, time.perf_counter())
 
-    The process gets the graph, the PCA and the settings through a temporary file and
-    computes what an in-process ``sc.tl.umap`` call would (same seed, same result) while
-    this process goes on; :func:`finish_umap` collects it.
+
+def submit_umap(job: UmapProcess, adata: ad.AnnData, settings: ClusterSettings) -> None:
+    """Hand ``adata``'s neighbour graph, PCA and the UMAP settings to the UMAP process.
+
+    The process computes what an in-process ``sc.tl.umap`` call would (same seed, same
+    result) while this process goes on; :func:`finish_umap` collects it.
     """
     neigh = adata.uns["neighbors"]
     graph = adata.obsp[neigh.get("connectivities_key", "connectivities")].tocsr()
@@ -223,26 +237,31 @@ def start_umap(adata: ad.AnnData, settings: ClusterSettings) -> UmapProcess:
     use_rep = params.get("use_rep", "X_pca")
     info = {"use_rep": use_rep, "params": params, "min_dist": settings.umap_min_dist,
             "random_state": settings.random_state, "maxiter": settings.umap_epochs}
-    folder = tempfile.TemporaryDirectory(prefix="mscflow-umap-")
-    inp = Path(folder.name) / "input.npz"
-    np.savez(inp, n_obs=adata.n_obs, data=graph.data, indices=graph.indices,
-             indptr=graph.indptr, rep=adata.obsm[use_rep],
-             settings=json.dumps(info, default=_json_default))
-    cmd = [sys.executable, "-m", "mscflow._umap_process", str(inp),
-           str(Path(folder.name) / "output.npz"), str(os.getpid())]
-    # one thread: UMAP's layout is serial anyway, and the result must not depend on cores
-    env = {**os.environ, **dict.fromkeys(
-        ["NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"], "1")}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    return UmapProcess(proc, folder, time.perf_counter())
+    with open(Path(job.folder.name) / "input.npz", "wb") as f:
+        np.savez(f, n_obs=adata.n_obs, data=graph.data, indices=graph.indices,
+                 indptr=graph.indptr, rep=adata.obsm[use_rep],
+                 settings=json.dumps(info, default=_json_default))
+    job.started = time.perf_counter()
+    try:
+        job.process.stdin.write("go\n")
+        job.process.stdin.close()
+    except BrokenPipeError:  # the process already failed; finish_umap reports its output
+        pass
+
+
+def start_umap(adata: ad.AnnData, settings: ClusterSettings) -> UmapProcess:
+    """:func:`launch_umap` and :func:`submit_umap` in one call."""
+    job = launch_umap()
+    submit_umap(job, adata, settings)
+    return job
 
 
 def finish_umap(adata: ad.AnnData, job: UmapProcess) -> None:
-    """Wait for :func:`start_umap`'s process; store ``X_umap`` and ``uns["umap"]``."""
+    """Wait for the UMAP process; store ``X_umap`` and ``uns["umap"]``."""
     try:
-        output, _ = job.process.communicate()
+        job.process.wait()
         if job.process.returncode != 0:
+            output = (Path(job.folder.name) / "umap.log").read_text()
             raise RuntimeError(f"UMAP process failed (exit {job.process.returncode}):\n{output}")
         with np.load(Path(job.folder.name) / "output.npz") as f:
             adata.obsm["X_umap"] = f["X_umap"]
@@ -257,6 +276,8 @@ def stop_umap(job: UmapProcess) -> None:
     if job.process.poll() is None:
         job.process.kill()
         job.process.wait()
+    if job.process.stdin is not None and not job.process.stdin.closed:
+        job.process.stdin.close()
     job.folder.cleanup()
 
 

@@ -4,14 +4,15 @@ from mscflow.cluster import (
     ClusterSettings,
     embed_graph,
     finish_umap,
+    launch_umap,
     leiden_all,
     leiden_key,
     marker_genes,
     merge_sample_files,
     normalise,
     resolution_agreement,
-    start_umap,
     stop_umap,
+    submit_umap,
     timed,
 )
 from mscflow.io import write_h5ad_atomic, write_table_atomic
@@ -21,15 +22,16 @@ smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
 settings = ClusterSettings.from_config({**smk.params.cluster, "n_jobs": smk.threads},
                                       seed=smk.params.seed)
-with timed("read + merge"):
-    adata = merge_sample_files(smk.input.h5ads)
-log.info("merged %d cells x %d genes from %d samples", adata.n_obs, adata.n_vars,
-         adata.obs["sample"].nunique())
-with timed("normalise"):
-    normalise(adata, settings.target_sum)
-embed_graph(adata, settings)
-umap_job = start_umap(adata, settings)  # on the other core during Leiden and markers
+umap_job = launch_umap()  # imports now; runs UMAP on the other core during Leiden, markers
 try:
+    with timed("read + merge"):
+        adata = merge_sample_files(smk.input.h5ads)
+    log.info("merged %d cells x %d genes from %d samples", adata.n_obs, adata.n_vars,
+             adata.obs["sample"].nunique())
+    with timed("normalise"):
+        normalise(adata, settings.target_sum)
+    embed_graph(adata, settings)
+    submit_umap(umap_job, adata, settings)
     leiden_all(adata, settings)
     keys = [leiden_key(r) for r in settings.resolutions]
     for key in keys:
