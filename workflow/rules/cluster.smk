@@ -24,7 +24,7 @@ rule cluster:
         "benchmarks/cluster/cluster.tsv"
     threads: 2
     resources:
-        mem_mb=scaled_mem_mb(3000, 12),
+        mem_mb=scaled_mem_mb(3000, 12 * H5AD_MB),
         runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../../envs/mscflow.yaml"

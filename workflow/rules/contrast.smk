@@ -29,7 +29,7 @@ rule contrast_score_shifts:
         "benchmarks/contrasts/score_shifts.tsv"
     threads: 1
     resources:
-        mem_mb=scaled_mem_mb(1500, 1),
+        mem_mb=scaled_mem_mb(1500, H5AD_MB),
         runtime=lambda wc, attempt: 15 * attempt,
     conda:
         "../../envs/mscflow.yaml"
@@ -59,7 +59,7 @@ rule contrast_composition:
         "benchmarks/contrasts/composition.tsv"
     threads: 1
     resources:
-        mem_mb=scaled_mem_mb(1500, 1),
+        mem_mb=scaled_mem_mb(1500, H5AD_MB),
         runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../../envs/mscflow.yaml"
@@ -82,7 +82,7 @@ rule contrast_pseudobulk_de:
         "benchmarks/contrasts/pseudobulk_de.tsv"
     threads: 2
     resources:
-        mem_mb=scaled_mem_mb(2000, 3),
+        mem_mb=scaled_mem_mb(2000, 3 * H5AD_MB),
         runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../../envs/mscflow.yaml"
@@ -117,7 +117,7 @@ rule contrast_gsea:
         "benchmarks/contrasts/gsea.tsv"
     threads: 1
     resources:
-        mem_mb=scaled_mem_mb(1500, 1),
+        mem_mb=scaled_mem_mb(1500, H5AD_MB),
         runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/mscflow.yaml"

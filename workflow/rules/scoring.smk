@@ -29,7 +29,7 @@ rule score_programmes:
         "benchmarks/scores/score_programmes.tsv"
     threads: 2
     resources:
-        mem_mb=scaled_mem_mb(2000, 3),
+        mem_mb=scaled_mem_mb(2000, 3 * H5AD_MB),
         runtime=lambda wc, attempt: 20 * attempt,
     conda:
         "../../envs/mscflow.yaml"

@@ -27,7 +27,7 @@ rule summarise:
         "benchmarks/summary/summarise.tsv"
     threads: 1
     resources:
-        mem_mb=scaled_mem_mb(1500, 3),
+        mem_mb=scaled_mem_mb(1500, 3 * H5AD_MB),
         runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../../envs/mscflow.yaml"
@@ -76,7 +76,7 @@ rule plot_embeddings:
         "benchmarks/summary/plot_embeddings.tsv"
     threads: 1
     resources:
-        mem_mb=scaled_mem_mb(2000, 3),
+        mem_mb=scaled_mem_mb(2000, 3 * H5AD_MB),
         runtime=lambda wc, attempt: 15 * attempt,
     conda:
         "../../envs/mscflow.yaml"
