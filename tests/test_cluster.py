@@ -84,21 +84,30 @@ def test_fast_and_reference_settings_find_the_planted_groups(sample_files, fast:
     assert adata.obsm["X_umap"].shape == (adata.n_obs, 2)
 
 
-def test_umap_in_its_own_process_equals_umap_in_process(sample_files) -> None:
+@pytest.fixture()
+def graph(sample_files) -> tuple[ad.AnnData, ClusterSettings]:
+    """Merged, normalised planted samples with PCA and neighbour graph."""
+    from mscflow.cluster import embed_graph
+
+    adata = merge_sample_files(sample_files[0])
+    normalise(adata, 1e4)
+    settings = ClusterSettings.from_config({"n_top_genes": 300, "umap_epochs": 50}, seed=3)
+    embed_graph(adata, settings)
+    return adata, settings
+
+
+def test_umap_in_its_own_process_equals_umap_in_process(graph) -> None:
     """The workflow runs UMAP beside Leiden in a child process: same seed, same embedding."""
     import scanpy as sc
     from threadpoolctl import threadpool_limits
 
-    from mscflow.cluster import embed_graph, finish_umap, start_umap
+    from mscflow.cluster import umap_alongside
 
-    paths, _ = sample_files
-    adata = merge_sample_files(paths)
-    normalise(adata, 1e4)
-    settings = ClusterSettings.from_config({"n_top_genes": 300, "umap_epochs": 50}, seed=3)
-    embed_graph(adata, settings)
-    job = start_umap(adata, settings)
-    finish_umap(adata, job)
-    assert not Path(job.folder.name).exists()
+    adata, settings = graph
+    with umap_alongside() as umap:
+        umap.submit(adata, settings)
+        umap.collect(adata)
+    assert not umap.dir.exists()
     inline = adata.copy()
     with threadpool_limits(1):
         sc.tl.umap(inline, min_dist=settings.umap_min_dist, random_state=3, maxiter=50)
@@ -106,16 +115,13 @@ def test_umap_in_its_own_process_equals_umap_in_process(sample_files) -> None:
     assert adata.uns["umap"] == inline.uns["umap"]
 
 
-def test_umap_process_failure_is_reported(sample_files) -> None:
-    from mscflow.cluster import embed_graph, finish_umap, start_umap
+def test_umap_process_failure_is_reported(graph) -> None:
+    from mscflow.cluster import umap_alongside
 
-    paths, _ = sample_files
-    adata = merge_sample_files(paths)
-    normalise(adata, 1e4)
-    settings = ClusterSettings.from_config({"n_top_genes": 300}, seed=0)
-    embed_graph(adata, settings)
-    job = start_umap(adata, settings)
-    (Path(job.folder.name) / "input.npz").unlink()  # the child cannot read its input
+    adata, settings = graph
     with pytest.raises(RuntimeError, match="UMAP process failed"):
-        finish_umap(adata, job)
-    assert job.process.poll() is not None and not Path(job.folder.name).exists()
+        with umap_alongside() as umap:
+            umap.submit(adata, settings)
+            (umap.dir / "input.npz").unlink()  # the child cannot read its input
+            umap.collect(adata)
+    assert umap.process.poll() is not None and not umap.dir.exists()

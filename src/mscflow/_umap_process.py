@@ -2,7 +2,7 @@
 
 ``python -m mscflow._umap_process <input.npz> <output.npz> <parent pid>`` imports scanpy and
 umap-learn, waits for "go" on stdin, reads the PCA, the neighbour graph and the UMAP
-settings written by :func:`mscflow.cluster.submit_umap`, runs ``sc.tl.umap`` on them and
+settings written by :meth:`mscflow.cluster.UmapProcess.submit`, runs ``sc.tl.umap`` on them and
 writes the coordinates. Same inputs and seed as an in-process
 ``sc.tl.umap`` call, so the embedding is the same.
 """
@@ -34,9 +34,6 @@ def die_with_parent(parent_pid: int) -> None:
 
 def run(inp: str, out: str) -> None:
     """Read the payload, embed, write ``X_umap`` and ``uns["umap"]["params"]``."""
-    from mscflow.cluster import cache_umap_kernels
-
-    cache_umap_kernels()
     with np.load(inp) as f:
         n = int(f["n_obs"])
         graph = sparse.csr_matrix((f["data"], f["indices"], f["indptr"]), shape=(n, n))
@@ -53,10 +50,10 @@ def run(inp: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    die_with_parent(int(sys.argv[3]))
-    import scanpy.tools  # noqa: F401  (import while the parent works)
-    import umap  # noqa: F401
+    from mscflow.cluster import cache_umap_kernels
 
+    die_with_parent(int(sys.argv[3]))
+    cache_umap_kernels()  # imports umap-learn while the parent works
     if sys.stdin.readline().strip() != "go":  # the parent ended without a graph
         sys.exit(1)
     run(sys.argv[1], sys.argv[2])

@@ -166,11 +166,10 @@ def leiden(adata: ad.AnnData, settings: ClusterSettings, resolution: float) -> N
 def embed_and_cluster(adata: ad.AnnData, settings: ClusterSettings) -> None:
     """HVG across samples, PCA, neighbours, Leiden at every resolution, UMAP (in place).
 
-    The PCA uses ``pca_solver`` ("arpack" by default: on the loaded 2-core benchmark machine
-    scanpy's sparse "covariance_eigh" took 20 s vs arpack's 14 s on 14k cells, and 129 s on
-    87k cells), UMAP ``umap_epochs`` optimisation epochs. To overlap UMAP with other work,
-    call :func:`launch_umap`, :func:`embed_graph`, :func:`submit_umap`, :func:`leiden_all`
-    and :func:`finish_umap`.
+    The PCA uses ``pca_solver`` ("arpack" by default: at 86k cells on a quiet 2-core machine
+    it took 18 s, scanpy's sparse "covariance_eigh" 42 s), UMAP ``umap_epochs`` optimisation
+    epochs. To run UMAP beside other work, use :func:`embed_graph`, :func:`leiden_all` and
+    :func:`umap_alongside` (as the cluster rule does).
     """
     embed_graph(adata, settings)
     leiden_all(adata, settings)
@@ -201,84 +200,77 @@ def leiden_all(adata: ad.AnnData, settings: ClusterSettings) -> None:
             leiden(adata, settings, res)
 
 
-@dataclass
 class UmapProcess:
-    """A running :mod:`mscflow._umap_process` and its temporary folder."""
+    """``sc.tl.umap`` in a separate, single-threaded process (:mod:`mscflow._umap_process`).
 
-    process: subprocess.Popen
-    folder: tempfile.TemporaryDirectory
-    started: float
-
-
-def launch_umap() -> UmapProcess:
-    """Start the UMAP process early: it imports scanpy and umap-learn (~8 s) while this
-    process reads and merges, then waits for :func:`submit_umap`."""
-    folder = tempfile.TemporaryDirectory(prefix="mscflow-umap-")
-    cmd = [sys.executable, "-m", "mscflow._umap_process", str(Path(folder.name) / "input.npz"),
-           str(Path(folder.name) / "output.npz"), str(os.getpid())]
-    # one thread: UMAP's layout is serial anyway, and the result must not depend on cores
-    env = {**os.environ, **dict.fromkeys(
-        ["NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"], "1")}
-    with open(Path(folder.name) / "umap.log", "w") as out:  # a file: a pipe could fill up
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
-    return UmapProcess(proc, folder, time.perf_counter())
-
-
-def submit_umap(job: UmapProcess, adata: ad.AnnData, settings: ClusterSettings) -> None:
-    """Hand ``adata``'s neighbour graph, PCA and the UMAP settings to the UMAP process.
-
-    The process computes what an in-process ``sc.tl.umap`` call would (same seed, same
-    result) while this process goes on; :func:`finish_umap` collects it.
+    Made by :func:`umap_alongside`, which starts the process at once (it imports scanpy and
+    umap-learn, ~8 s, while this process reads and merges). :meth:`submit` hands it the
+    neighbour graph, the PCA and the settings; it then computes what an in-process
+    ``sc.tl.umap`` call would (same seed, same result) while this process goes on, and
+    :meth:`collect` stores the result.
     """
-    neigh = adata.uns["neighbors"]
-    graph = adata.obsp[neigh.get("connectivities_key", "connectivities")].tocsr()
-    params = dict(neigh["params"])
-    use_rep = params.get("use_rep", "X_pca")
-    info = {"use_rep": use_rep, "params": params, "min_dist": settings.umap_min_dist,
-            "random_state": settings.random_state, "maxiter": settings.umap_epochs}
-    with open(Path(job.folder.name) / "input.npz", "wb") as f:
-        np.savez(f, n_obs=adata.n_obs, data=graph.data, indices=graph.indices,
-                 indptr=graph.indptr, rep=adata.obsm[use_rep],
-                 settings=json.dumps(info, default=_json_default))
-    job.started = time.perf_counter()
-    try:
-        job.process.stdin.write("go\n")
-        job.process.stdin.close()
-    except BrokenPipeError:  # the process already failed; finish_umap reports its output
-        pass
 
+    def __init__(self) -> None:
+        self.folder = tempfile.TemporaryDirectory(prefix="mscflow-umap-")
+        self.dir = Path(self.folder.name)
+        cmd = [sys.executable, "-m", "mscflow._umap_process", str(self.dir / "input.npz"),
+               str(self.dir / "output.npz"), str(os.getpid())]
+        # one thread: UMAP's layout is serial anyway, and the result must not depend on cores
+        env = {**os.environ, **dict.fromkeys(
+            ["NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"],
+            "1")}
+        with open(self.dir / "umap.log", "w") as out:  # a file: a pipe could fill up
+            self.process = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=out,
+                                            stderr=subprocess.STDOUT, text=True)
+        self.started = time.perf_counter()
 
-def start_umap(adata: ad.AnnData, settings: ClusterSettings) -> UmapProcess:
-    """:func:`launch_umap` and :func:`submit_umap` in one call."""
-    job = launch_umap()
-    submit_umap(job, adata, settings)
-    return job
+    def submit(self, adata: ad.AnnData, settings: ClusterSettings) -> None:
+        """Write ``adata``'s graph, PCA and the UMAP settings; let the process start."""
+        neigh = adata.uns["neighbors"]
+        graph = adata.obsp[neigh.get("connectivities_key", "connectivities")].tocsr()
+        params = dict(neigh["params"])
+        use_rep = params.get("use_rep", "X_pca")
+        info = {"use_rep": use_rep, "params": params, "min_dist": settings.umap_min_dist,
+                "random_state": settings.random_state, "maxiter": settings.umap_epochs}
+        with open(self.dir / "input.npz", "wb") as f:
+            np.savez(f, n_obs=adata.n_obs, data=graph.data, indices=graph.indices,
+                     indptr=graph.indptr, rep=adata.obsm[use_rep],
+                     settings=json.dumps(info, default=_json_default))
+        self.started = time.perf_counter()
+        try:
+            self.process.stdin.write("go\n")
+            self.process.stdin.close()
+        except BrokenPipeError:  # the process already failed; collect() reports its output
+            pass
 
-
-def finish_umap(adata: ad.AnnData, job: UmapProcess) -> None:
-    """Wait for the UMAP process; store ``X_umap`` and ``uns["umap"]``."""
-    try:
-        job.process.wait()
-        if job.process.returncode != 0:
-            output = (Path(job.folder.name) / "umap.log").read_text()
-            raise RuntimeError(f"UMAP process failed (exit {job.process.returncode}):\n{output}")
-        with np.load(Path(job.folder.name) / "output.npz") as f:
+    def collect(self, adata: ad.AnnData) -> None:
+        """Wait for the process; store ``X_umap`` and ``uns["umap"]`` in ``adata``."""
+        if self.process.wait() != 0:
+            output = (self.dir / "umap.log").read_text()
+            raise RuntimeError(f"UMAP process failed (exit {self.process.returncode}):\n{output}")
+        with np.load(self.dir / "output.npz") as f:
             adata.obsm["X_umap"] = f["X_umap"]
             adata.uns["umap"] = {"params": json.loads(str(f["params"]))}
-        log.info("step UMAP (own process, alongside): %.2f s", time.perf_counter() - job.started)
+        log.info("step UMAP (own process, alongside): %.2f s", time.perf_counter() - self.started)
+
+    def stop(self) -> None:
+        """Kill the process if it still runs and remove its temporary folder."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if not self.process.stdin.closed:
+            self.process.stdin.close()
+        self.folder.cleanup()
+
+
+@contextmanager
+def umap_alongside() -> Iterator[UmapProcess]:
+    """A :class:`UmapProcess`, stopped and cleaned up when the block ends (also on errors)."""
+    job = UmapProcess()
+    try:
+        yield job
     finally:
-        stop_umap(job)
-
-
-def stop_umap(job: UmapProcess) -> None:
-    """Kill the UMAP process if it still runs and remove its temporary folder."""
-    if job.process.poll() is None:
-        job.process.kill()
-        job.process.wait()
-    if job.process.stdin is not None and not job.process.stdin.closed:
-        job.process.stdin.close()
-    job.folder.cleanup()
+        job.stop()
 
 
 def _json_default(value: object) -> object:

@@ -506,13 +506,13 @@ def _compact(parts: list[tuple[np.ndarray, np.ndarray, int]], n_vars: int, n_set
 
     Rows follow gene order; contributions to the same (gene, set) are added in part order.
     """
-    g_all = np.concatenate([g for g, _, _ in parts]) if parts else np.zeros(0, np.int64)
-    v_all = np.concatenate([v for _, v, _ in parts]) if parts else np.zeros(0)
-    s_all = np.concatenate([np.full(len(g), s, dtype=np.int64) for g, _, s in parts]) if (
-        parts
-    ) else np.zeros(0, np.int64)
-    order = np.unique(g_all)
     gene_row = np.full(n_vars, -1, dtype=np.int32)
+    if not parts:
+        return gene_row, np.zeros((0, n_sets))
+    g_all = np.concatenate([g for g, _, _ in parts])
+    v_all = np.concatenate([v for _, v, _ in parts])
+    s_all = np.concatenate([np.full(len(g), s, dtype=np.int64) for g, _, s in parts])
+    order = np.unique(g_all)
     gene_row[order] = np.arange(len(order), dtype=np.int32)
     flat = gene_row[g_all].astype(np.int64) * n_sets + s_all
     w = np.bincount(flat, weights=v_all, minlength=len(order) * n_sets)
