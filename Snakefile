@@ -1,5 +1,5 @@
 # mscflow: scRNA-seq of lung and liver after MSC infusion.
-# QC -> clustering -> gene-set scoring -> annotation -> summaries and report.
+# QC -> clustering -> gene-set library and scoring -> annotation -> contrasts -> report.
 from snakemake.utils import min_version
 
 min_version("8.20")
@@ -16,6 +16,7 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/cluster.smk"
+include: "workflow/rules/genesets.smk"
 include: "workflow/rules/scoring.smk"
 include: "workflow/rules/annotate.smk"
 include: "workflow/rules/summary.smk"
@@ -25,5 +26,5 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        all_outputs(),
+        FINAL_OUTPUTS,
     default_target: True

@@ -1,4 +1,11 @@
-"""Shared fixtures: one demo run of the workflow per test session."""
+"""Shared fixtures (one demo run of the workflow per test session) and the test lanes.
+
+Lanes (markers, see README "Tests"): ``unit`` in-process tests of the package (seconds each),
+``workflow`` Snakemake runs and the demo, ``slow`` a second demo run, ``cluster`` a real
+SLURM controller. A test that uses a workflow fixture is in the workflow lane, one that uses
+the SLURM fixture in the cluster lane, without being marked by hand; every other test that
+carries no lane marker is a unit test.
+"""
 
 from __future__ import annotations
 
@@ -69,3 +76,21 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_snakemake(workdir, "--cores", "2")
     (workdir / "wall_seconds.txt").write_text(f"{time.monotonic() - start:.1f}\n")
     return workdir
+
+
+# Fixtures that run Snakemake (or a scheduler): a test using one is not a unit test.
+WORKFLOW_FIXTURES = {"demo_run", "small_inputs", "report_html"}
+CLUSTER_FIXTURES = {"slurm"}
+LANES = ("unit", "workflow", "slow", "cluster")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put every test in its lane: by its markers, else by the fixtures it uses, else unit."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & CLUSTER_FIXTURES:
+            item.add_marker(pytest.mark.cluster)
+        if used & WORKFLOW_FIXTURES:
+            item.add_marker(pytest.mark.workflow)
+        if not any(item.get_closest_marker(lane) for lane in LANES):
+            item.add_marker(pytest.mark.unit)

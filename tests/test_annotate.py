@@ -135,6 +135,7 @@ def _leading_cluster(adata, genes: list[str]) -> str:
     return str((means / means.max()).mean(axis=1).idxmax())
 
 
+@pytest.mark.slow
 def test_tabula_muris_lung_calls(tm_lung):
     adata, matched, report, per_cell, per_cluster = tm_lung
     assert "Chil3->Chi3l3" in report.set_index("set").loc["alveolar_macrophage", "renamed"]
@@ -158,6 +159,7 @@ def test_tabula_muris_lung_calls(tm_lung):
     assert (adata.obs.loc[am_cells, "celltype_cell"] == "alveolar_macrophage").mean() >= 0.9
 
 
+@pytest.mark.slow
 def test_tabula_muris_without_tissue_still_no_liver_types(tm_lung):
     adata, matched, *_ = tm_lung
     copy = adata.copy()
@@ -165,6 +167,7 @@ def test_tabula_muris_without_tissue_still_no_liver_types(tm_lung):
     assert not {"kupffer_cell", "hepatocyte"} & set(per_cluster["label"])
 
 
+@pytest.mark.slow
 def test_dotplot_on_real_labels(tm_lung):
     adata, matched, *_ = tm_lung
     dot = an.marker_dotplot_data(adata, matched)

@@ -78,7 +78,8 @@ def test_fast_and_reference_settings_find_the_planted_groups(sample_files, fast:
     overrides = {} if fast else {"pca_solver": "arpack", "leiden_flavor": "leidenalg",
                                  "neighbors_method": "sklearn", "umap_epochs": None}
     settings = ClusterSettings.from_config({"n_top_genes": 300, "resolutions": [0.2],
-                                            "default_resolution": 0.2, **overrides}, seed=0)
+                                            "default_resolution": 0.2, **overrides},
+                                           n_jobs=2, random_state=0)
     embed_and_cluster(adata, settings)
     assert adjusted_rand_score(truth, adata.obs[leiden_key(0.2)]) > 0.95
     assert adata.obsm["X_umap"].shape == (adata.n_obs, 2)
@@ -91,11 +92,13 @@ def graph(sample_files) -> tuple[ad.AnnData, ClusterSettings]:
 
     adata = merge_sample_files(sample_files[0])
     normalise(adata, 1e4)
-    settings = ClusterSettings.from_config({"n_top_genes": 300, "umap_epochs": 50}, seed=3)
+    settings = ClusterSettings.from_config({"n_top_genes": 300, "umap_epochs": 50}, n_jobs=2,
+                                           random_state=3)
     embed_graph(adata, settings)
     return adata, settings
 
 
+@pytest.mark.slow
 def test_umap_in_its_own_process_equals_umap_in_process(graph) -> None:
     """The workflow runs UMAP beside Leiden in a child process: same seed, same embedding."""
     import scanpy as sc
@@ -115,6 +118,7 @@ def test_umap_in_its_own_process_equals_umap_in_process(graph) -> None:
     assert adata.uns["umap"] == inline.uns["umap"]
 
 
+@pytest.mark.slow
 def test_umap_process_failure_is_reported(graph) -> None:
     from mscflow.cluster import umap_alongside
 

@@ -7,6 +7,8 @@ both tissues, and MoMF expand in MSC liver. Everything else is null.
 
 from __future__ import annotations
 
+import dataclasses
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -15,6 +17,9 @@ import scipy.sparse as sp
 from scipy import stats
 
 from mscflow import contrast as C
+from mscflow.config import section_schema
+from mscflow.contrast.stats import _mwu_null_cdf
+from mscflow.errors import ConfigError
 
 TYPES = {
     "lung": ["macrophage", "T_cell", "endothelial", "AT2"],
@@ -82,7 +87,7 @@ def make_synthetic(
 def run_all(adata, samples, sets, contrasts=CONTRASTS, settings=SETTINGS):
     """All four contrast tables for one dataset."""
     ks = C.parse_contrasts(contrasts, samples)
-    st = C.parse_settings(settings)
+    st = C.ContrastSettings.from_config(settings)
     shifts = C.score_shifts(adata.obs, ks, st, samples)
     comp = C.composition_tests(adata.obs, ks, st, samples)
     de = C.pseudobulk_de(adata, ks, st, samples)
@@ -112,6 +117,12 @@ def test_parse_contrasts_validates_against_sheet(synth):
     bad = [{**CONTRASTS[0], "tissue": "kidney"}]
     with pytest.raises(ValueError, match="lung_MSC_vs_control.*kidney"):
         C.parse_contrasts(bad, samples)
+    with pytest.raises(ConfigError) as err:  # the fragments docs/errors.md lists
+        C.parse_contrasts([{**bad[0], "name": "kidney_msc"}], samples)
+    assert "config key 'contrasts[0]' (contrast 'kidney_msc')" in str(err.value)
+    assert "tissue 'kidney' has no samples" in str(err.value)
+    with pytest.raises(ConfigError, match="condition 'LPS' has no samples of tissue 'lung'"):
+        C.parse_contrasts([CONTRASTS[1], {**CONTRASTS[0], "condition": "LPS"}], samples)
     with pytest.raises(ValueError, match="condition 'IFN' has no samples"):
         C.parse_contrasts([{**CONTRASTS[0], "condition": "IFN"}], samples)
     with pytest.raises(ValueError, match="covariate 'sex' is not a sample-sheet column"):
@@ -120,19 +131,42 @@ def test_parse_contrasts_validates_against_sheet(synth):
         C.parse_contrasts([CONTRASTS[0], CONTRASTS[0]], samples)
     with pytest.raises(ValueError, match="name may only contain"):
         C.parse_contrasts([{**CONTRASTS[0], "name": "lung MSC"}], samples)
+    with pytest.raises(ConfigError, match="'covariate'.*did you mean 'covariates'"):
+        C.parse_contrasts([{**CONTRASTS[0], "covariate": ["batch"]}], samples)
+    with pytest.raises(ConfigError, match=r"contrasts\[0\].*lacks key"):
+        C.parse_contrasts([{"name": "x", "tissue": "lung"}], samples)
+    assert C.parse_contrasts([{**CONTRASTS[1], "covariates": ["batch"]}],
+                             samples)[0].covariates == ("batch",)
 
 
-def test_parse_settings_defaults_and_errors():
-    st = C.parse_settings({"fdr": 0.1, "gsea": {"permutations": 50},
-                           "pseudobulk": {"min_counts": 3}})
-    assert st.fdr == 0.1 and st.gsea.permutations == 50 and st.pseudobulk_min_counts == 3
+def test_settings_defaults_and_errors():
+    st = C.ContrastSettings.from_config({"fdr": 0.1, "gsea": {"permutations": 50},
+                                         "pseudobulk": {"min_counts": 3}})
+    assert st.fdr == 0.1 and st.gsea.permutations == 50 and st.pseudobulk.min_counts == 3
     assert st.score_test == "ols" and st.composition_test == "quasipoisson"
     with pytest.raises(ValueError, match="score_test"):
-        C.parse_settings({"score_test": "wilcoxon"})
+        C.ContrastSettings.from_config({"score_test": "wilcoxon"})
     with pytest.raises(ValueError, match="unknown key"):
-        C.parse_settings({"min_cell": 3})
+        C.ContrastSettings.from_config({"min_cell": 3})
     with pytest.raises(ValueError, match="min_size <= max_size"):
-        C.parse_settings({"gsea": {"min_size": 10, "max_size": 5}})
+        C.ContrastSettings.from_config({"gsea": {"min_size": 10, "max_size": 5}})
+
+
+def test_settings_typo_suggests_the_key():
+    with pytest.raises(ConfigError, match="'fdrr'.*did you mean 'fdr'"):
+        C.ContrastSettings.from_config({"fdrr": 0.1})
+    with pytest.raises(ConfigError, match="'permutation'.*did you mean 'permutations'"):
+        C.ContrastSettings.from_config({"gsea": {"permutation": 10}})
+
+
+@pytest.mark.parametrize("cls", [C.ContrastSettings, C.GseaSettings, C.PseudobulkSettings])
+def test_settings_fields_are_the_schema_keys(cls):
+    """Every key of the schema section is a field and vice versa; no field has a default
+    (defaults live in the schema only)."""
+    fields = dataclasses.fields(cls)
+    assert {f.name for f in fields} == set(section_schema(cls.SECTION)["properties"])
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               for f in fields)
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -161,7 +195,7 @@ def test_ols_without_covariates_is_the_pooled_t_test():
 
 @pytest.mark.parametrize("m,n", [(3, 3), (4, 5), (6, 2)])
 def test_exact_mann_whitney_null_matches_scipy(m, n):
-    cdf = C._mwu_null_cdf(m, n)
+    cdf = _mwu_null_cdf(m, n)
     assert len(cdf) == m * n + 1 and cdf[-1] == pytest.approx(1.0)
     for u in range(m * n + 1):
         a, b = _samples_with_u(m, n, u)
@@ -195,6 +229,58 @@ def test_rank_test_cannot_reach_005_with_3_vs_3_and_says_so_about_ci():
     assert r5["ci_low"] <= r5["effect"] <= r5["ci_high"]
     with pytest.raises(ValueError, match="cannot adjust for covariates"):
         C.test_shift(y, design.assign(batch=list("xyxyxy")), ["batch"], "mannwhitney")
+
+
+# ---------------------------------------------------------------- generic replicate tests
+def test_replicate_tests_on_custom_units():
+    """The generic per-sample test on a toy ligand-receptor-like table: any unit columns,
+    any metrics; same statuses, notes and FDR families as the score shifts."""
+    sheet = pd.DataFrame({
+        "sample": ["s1", "s2", "s3", "s4", "s5", "s6", "l1", "l2"],
+        "tissue": ["lung"] * 6 + ["liver"] * 2,
+        "condition": ["MSC"] * 3 + ["control"] * 3 + ["MSC", "control"],
+    }).set_index("sample", drop=False)
+    rng = np.random.default_rng(0)
+    rows = []
+    for unit in [("mac", "T"), ("mac", "endo"), ("T", "mac"), ("endo", "AT2")]:
+        for s, tissue, cond in sheet[["tissue", "condition"]].itertuples():
+            shift = 2.0 if unit == ("mac", "T") and cond == "MSC" else 0.0
+            few = unit == ("T", "mac") and s in ("s1", "s2")
+            rows.append({"tissue": tissue, "sample": s, "sender": unit[0],
+                         "receiver": unit[1], "n_cells": 2 + (s == "s2") if few else 50,
+                         "strength": shift + rng.normal(0, 0.1), "frac": rng.uniform()})
+    values = pd.DataFrame(rows)
+    settings = C.ContrastSettings.from_config({"exclude_cell_types": ["AT2"]})
+    contrasts = C.parse_contrasts(
+        [{"name": t, "tissue": t, "condition": "MSC", "reference": "control"}
+         for t in ("lung", "liver")], sheet)
+    designs = C.contrast_designs(sheet, sheet, contrasts, settings.min_samples_per_group)
+    out = C.replicate_tests(values, designs, settings, units=("sender", "receiver"),
+                            metrics=("strength", "frac"), label_columns=("sender", "receiver"),
+                            exclude_columns=("sender", "receiver"))
+    assert list(out.columns[:7]) == ["contrast", "tissue", "condition", "reference", "sender",
+                                     "receiver", "metric"]
+    assert list(out.columns[-4:]) == ["padj", "significant", "status", "note"]
+    assert len(out) == 2 * 4 * 2
+    row = out.set_index(["contrast", "sender", "receiver", "metric"]).sort_index()
+    planted = row.loc[("lung", "mac", "T", "strength")]
+    assert planted["status"] == "tested" and planted["significant"]
+    assert planted["effect"] == pytest.approx(2.0, abs=0.3) and planted["ci_low"] > 0
+    few = row.loc[("lung", "T", "mac", "strength")]
+    assert few["status"] == "skipped" and np.isnan(few["pvalue"])
+    assert few["note"] == ("sender 'T', receiver 'mac' in 'lung': 1 'MSC' and 3 'control' "
+                           "sample(s) with >= 10 cells (need >= 2 per group); excluded "
+                           "sample(s) with < 10 cells: s1 (2), s2 (3)")
+    assert row.loc[("lung", "endo", "AT2", "frac"), "note"] == (
+        "cell type excluded by contrast_settings.exclude_cell_types")
+    liver = out[(out["contrast"] == "liver") & (out["receiver"] != "AT2")]
+    assert len(liver) == 6
+    assert (liver["status"] == "no_test").all() and liver["padj"].isna().all()
+    assert liver["note"].str.startswith("no test possible: tissue 'liver' has 1 sample(s)").all()
+    assert liver["effect"].notna().all()
+    tested = out[out["status"] == "tested"]
+    for _, fam in tested.groupby(["contrast", "metric"]):  # BH per (contrast, metric)
+        assert np.allclose(fam["padj"], C.bh_adjust(fam["pvalue"]))
 
 
 # ---------------------------------------------------------------------------- planted effects
@@ -274,6 +360,7 @@ def _permuted(adata, samples, seed):
     return a, perm
 
 
+@pytest.mark.slow
 def test_permuted_labels_call_no_more_than_nominal(synth):
     """3 vs 3: the best within-tissue permutation is 2:1 vs 1:2, so a third of each planted
     effect survives as a real group difference. Per-sample tests do not detect it (the
@@ -290,6 +377,7 @@ def test_permuted_labels_call_no_more_than_nominal(synth):
     assert null["significant"].mean() <= 0.05
 
 
+@pytest.mark.slow
 def test_balanced_permutation_of_even_design_is_a_true_null():
     """4 vs 4 permuted 2:2 within tissue removes every planted effect exactly."""
     adata, samples, sets = make_synthetic(2, n_rep=4, n_genes=400)
@@ -306,7 +394,7 @@ def test_balanced_permutation_of_even_design_is_a_true_null():
 def test_no_planted_effect_calls_nothing_much():
     adata, samples, sets = make_synthetic(5, planted=False, n_genes=300)
     ks = C.parse_contrasts(CONTRASTS, samples)
-    st = C.parse_settings(SETTINGS)
+    st = C.ContrastSettings.from_config(SETTINGS)
     s = C.score_shifts(adata.obs, ks, st, samples)
     c = C.composition_tests(adata.obs, ks, st, samples)
     assert s["significant"].mean() <= 0.05
@@ -340,7 +428,7 @@ def test_rare_cell_type_is_skipped_with_reason(synth):
             for i in obs.index[(obs["cell_type"] == "AT2") & (obs["sample"] == s)][5:]]
     a = adata[~adata.obs_names.isin(drop)].copy()
     ks = C.parse_contrasts(CONTRASTS[:1], samples)
-    st = C.parse_settings(SETTINGS)
+    st = C.ContrastSettings.from_config(SETTINGS)
     s = C.score_shifts(a.obs, ks, st, samples)
     at2 = s[s["cell_type"] == "AT2"]
     assert len(at2) == 8 and (at2["status"] == "skipped").all()
@@ -358,7 +446,7 @@ def test_confounded_covariate_is_reported_not_tested(synth):
     a = adata.copy()
     a.obs["cohort"] = a.obs["sample"].map(sheet["cohort"]).to_numpy()
     ks = C.parse_contrasts([{**CONTRASTS[0], "covariates": ["cohort"]}], sheet)
-    s = C.score_shifts(a.obs, ks, C.parse_settings({}), sheet)
+    s = C.score_shifts(a.obs, ks, C.ContrastSettings.from_config({}), sheet)
     assert (s["status"] == "no_test").all()
     assert s["note"].str.contains("confounded").all()
 
@@ -366,13 +454,14 @@ def test_confounded_covariate_is_reported_not_tested(synth):
 def test_covariate_adjusted_model_runs_and_keeps_planted(synth):
     adata, samples, _ = synth
     ks = C.parse_contrasts([{**CONTRASTS[1], "covariates": ["batch"]}], samples)
-    s = C.score_shifts(adata.obs, ks, C.parse_settings({}), samples)
+    s = C.score_shifts(adata.obs, ks, C.ContrastSettings.from_config({}), samples)
     assert (s["df"] == 3).all() and (s["covariates"] == "batch").all()
     planted = s[_planted_shift(s) & (s["metric"] == "mean")]
     assert (planted["effect"] > 0).all() and (planted["pvalue"] < 0.05).all()
 
 
 # ---------------------------------------------------------------------------- determinism / io
+@pytest.mark.slow
 def test_results_identical_between_reruns(synth, results):
     again = run_all(*synth)
     for key in results:
@@ -390,20 +479,54 @@ def test_pseudobulk_counts_sum_to_layer(synth):
         C.pseudobulk_counts(bad)
 
 
-def test_read_gmt_lists_and_coerce(tmp_path):
-    p = tmp_path / "x.gmt"
-    p.write_text("setA\tdesc\tGene1\tGene2\tGene1\nsetB\tna\tGene3,1.0\tGene4,-0.5\n")
-    assert C.read_gmt_lists(p) == {"setA": ["Gene1", "Gene2"], "setB": ["Gene3"]}
-    assert C.coerce_gene_sets({"s": {"A": 1.0, "B": -1.0}}) == {"s": ["A"]}
+def test_gsea_stage_tests_exactly_the_library_sets(tmp_path, results):
+    """GSEA reads the run's gene-set library: its programme sets (genes of weight > 0),
+    nothing else; gsea.sets picks some of them and must name library sets."""
+    from mscflow.genesets import GeneSetLibrary
+
+    genes = [f"Gene{i}" for i in range(60)]
+    library = GeneSetLibrary("mouse", {
+        "efferocytosis_combined": {g: 1.0 for g in genes[:25]},
+        "weighted": {**{g: 2.0 for g in genes[30:45]}, "Gene59": -1.0},
+    }, {"marker_a": {"Gene1": 1.0}}, pd.DataFrame())
+    (tmp_path / "library.json").write_text(library.to_json())
+    de = results["de"][results["de"]["cell_type"] == "macrophage"]
+    de.to_parquet(tmp_path / "de.parquet")
+    settings = {"gsea": {"permutations": 20}}
+    out = C.gsea_stage(tmp_path / "de.parquet", tmp_path / "library.json", settings)
+    table = out["tsv"]
+    assert out["parquet"] is table
+    assert set(table["gene_set"]) == {"efferocytosis_combined", "weighted"}
+    assert table.groupby("gene_set")["set_size"].first().to_dict() == {
+        "efferocytosis_combined": 25, "weighted": 15}
+    assert (table["status"] == "tested").all()
+    with pytest.raises(ConfigError, match="gsea.sets.*'null_a'.*scoring.sets"):
+        C.gsea_stage(tmp_path / "de.parquet", tmp_path / "library.json",
+                     {"gsea": {"sets": ["null_a"]}})
 
 
-def test_write_table_roundtrip(tmp_path, results):
+def test_write_tables_roundtrip(tmp_path, results):
     df = results["composition"]
-    C.write_table(df, tmp_path / "c.tsv", tmp_path / "c.parquet")
+    C.write_tables({"tsv": df, "parquet": df},
+                   {"tsv": tmp_path / "c.tsv", "parquet": tmp_path / "c.parquet"})
     back = pd.read_parquet(tmp_path / "c.parquet")
     pd.testing.assert_frame_equal(back, df)
     tsv = pd.read_csv(tmp_path / "c.tsv", sep="\t")
     assert list(tsv.columns) == list(df.columns) and len(tsv) == len(df)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.parquet", "c.tsv"]
+
+
+def test_tsv_bytes_match_the_old_writer(tmp_path):
+    """Same bytes as the former contrast.write_table (NaN as NA, %.6g, no index)."""
+    df = pd.DataFrame({"cell_type": ["AT2", "T cell"], "n": [3, 12],
+                       "effect": [0.123456789, -1e-7], "pvalue": [np.nan, 2.5e-12],
+                       "significant": [False, True], "note": ["", "a; b"]})
+    C.write_tables({"tsv": df}, {"tsv": tmp_path / "t.tsv"})
+    assert (tmp_path / "t.tsv").read_text() == (
+        "cell_type\tn\teffect\tpvalue\tsignificant\tnote\n"
+        "AT2\t3\t0.123457\tNA\tFalse\t\n"
+        "T cell\t12\t-1e-07\t2.5e-12\tTrue\ta; b\n"
+    )
 
 
 def test_plots_render(tmp_path, results, synth):
@@ -432,23 +555,21 @@ def test_plots_render(tmp_path, results, synth):
         assert (tmp_path / f"{f}.png").stat().st_size > 5000
 
 
-def test_schema_defaults_match_parse_settings():
-    from pathlib import Path
-
-    import yaml
-
-    path = Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"
-    props = yaml.safe_load(path.read_text())["properties"]["contrast_settings"]["properties"]
+def test_schema_defaults_fill_the_settings():
+    props = section_schema("contrast_settings")["properties"]
     cfg = {k: v["default"] for k, v in props.items() if "default" in v}
     for nested in ("gsea", "pseudobulk"):
         cfg[nested] = {k: v["default"] for k, v in props[nested]["properties"].items()}
-    assert C.parse_settings(cfg) == C.parse_settings({})
+    st = C.ContrastSettings.from_config({})
+    assert C.ContrastSettings.from_config(cfg) == st
+    assert st.to_config() == cfg
 
 
 def test_excluded_cell_types_and_score_sets_are_reported(synth):
     adata, samples, _ = synth
     ks = C.parse_contrasts(CONTRASTS[:1], samples)
-    st = C.parse_settings({"exclude_cell_types": ["AT2"], "score_sets": ["null_a"]})
+    st = C.ContrastSettings.from_config({"exclude_cell_types": ["AT2"],
+                                         "score_sets": ["null_a"]})
     s = C.score_shifts(adata.obs, ks, st, samples)
     assert set(s["gene_set"]) == {"null_a"}
     at2 = s[s["cell_type"] == "AT2"]
@@ -457,4 +578,5 @@ def test_excluded_cell_types_and_score_sets_are_reported(synth):
     c = C.composition_tests(adata.obs, ks, st, samples)
     assert c.loc[c["cell_type"] == "AT2", "status"].item() == "skipped"
     with pytest.raises(ValueError, match="score_sets.*score_nope"):
-        C.score_shifts(adata.obs, ks, C.parse_settings({"score_sets": ["nope"]}), samples)
+        C.score_shifts(adata.obs, ks, C.ContrastSettings.from_config({"score_sets": ["nope"]}),
+                       samples)

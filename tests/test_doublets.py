@@ -13,7 +13,7 @@ from mscflow.demo import DemoSpec, generate_demo
 from mscflow.doublets import hvg_mask, scrublet_fast
 from mscflow.genesets import read_gmt
 from mscflow.io import prefix_barcodes, read_sample
-from mscflow.qc import QCThresholds, add_qc_metrics, flag_outliers
+from mscflow.qc import QCSettings, add_qc_metrics, flag_outliers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def demo_samples(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[sc.AnnD
         adata = read_sample(row.path, row.format, sample=row.sample, layer=row.layer or None)
         prefix_barcodes(adata, row.sample)
         add_qc_metrics(adata, "mouse")
-        flag_outliers(adata, QCThresholds())
+        flag_outliers(adata, QCSettings.from_config({}))
         adata = adata[~adata.obs["qc_fail"].to_numpy()].copy()
         samples.append((adata, truth.loc[adata.obs_names, "doublet"].to_numpy(bool)))
     return samples
@@ -44,6 +44,7 @@ def precision_recall(called: np.ndarray, truth: np.ndarray) -> tuple[float, floa
     return hits / max(int(called.sum()), 1), hits / max(int(truth.sum()), 1)
 
 
+@pytest.mark.slow
 def test_fast_scrublet_matches_scanpy_on_planted_doublets(demo_samples) -> None:
     fast_calls, ref_calls, truths = [], [], []
     for adata, truth in demo_samples:

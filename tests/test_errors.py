@@ -11,7 +11,6 @@ import gzip
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,8 @@ class Case:
 CASES = [
     # --- config (checked before any job runs) ---
     Case("config-unknown-key", "config", "unknown key, e.g. a typo `qc.nmad_counts`",
-         ("unknown key(s) ['nmad_counts'] in 'qc'", "check the spelling"),
+         ("unknown key(s) ['nmad_counts'] in 'qc'", "did you mean 'nmads_counts'",
+          "check the spelling"),
          "correct the key; every key is in config/README.md"),
     Case("config-wrong-type", "config", "wrong type, e.g. `seed: zero`",
          ("seed: 'zero' is not of type 'integer'", "config/README.md"),
@@ -55,6 +55,9 @@ CASES = [
          "a contrast naming a condition no sample of its tissue has",
          ("contrast 'lung_lps'", "condition 'LPS' has no samples of tissue 'lung'"),
          "fix `condition`/`reference` of the contrast or add those samples"),
+    Case("config-unknown-set", "config", "`scoring.sets` naming a set no programme GMT has",
+         ("config key 'scoring.sets'", "did you mean 'efferocytosis_combined'"),
+         "use a set name of the programme files"),
     # --- sample sheet ---
     Case("sheet-missing-column", "sample sheet", "a required column is missing",
          ("lacks column(s) ['species']",), "add the column (tab-separated header)"),
@@ -174,6 +177,7 @@ PARSE_SETUPS: dict[str, tuple[dict, str | None, dict[str, str]]] = {
     "config-contrast-condition": (
         {"contrasts": [{"name": "lung_lps", "tissue": "lung", "condition": "LPS",
                         "reference": "control"}]}, None, {}),
+    "config-unknown-set": ({"scoring": {"sets": ["efferocytosis_combind"]}}, None, {}),
     "sheet-missing-column": (
         {}, _sheet(*("\t".join(r.split("\t")[:4] + r.split("\t")[5:]) for r in DEMO_ROWS),
                    header=HEADER.replace("species\t", "")), {}),
@@ -205,40 +209,56 @@ def _genesets_update(cfg_update: dict) -> dict:
     return {**cfg_update, "genesets": {**base, **cfg_update["genesets"]}}
 
 
-@pytest.fixture(scope="module")
-def parse_failures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
-    """Run snakemake once per parse-time case (a few at a time): {id: (proc, workdir)}."""
-    from conftest import make_workdir, snakemake_cmd
+def _parse_workdir(root: Path, case_id: str) -> Path:
+    """A working directory holding the case's config, sample sheet and files."""
+    from conftest import make_workdir
 
-    def run(case_id: str) -> tuple[subprocess.CompletedProcess, Path]:
-        cfg, sheet, files = PARSE_SETUPS[case_id]
-        workdir = make_workdir(tmp_path_factory.mktemp(case_id), _genesets_update(cfg),
-                               with_contrasts=False)
-        if sheet is not None:
-            (workdir / "config" / "samples.tsv").write_text(sheet)
-        for rel, text in files.items():
-            (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
-            (workdir / rel).write_text(text)
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        proc = subprocess.run(snakemake_cmd(workdir, "--cores", "1", "results/qc/qc_summary.tsv"),
-                              capture_output=True, text=True, env=env, timeout=300)
-        return proc, workdir
-
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(zip(PARSE_SETUPS, pool.map(run, PARSE_SETUPS), strict=True))
+    cfg, sheet, files = PARSE_SETUPS[case_id]
+    workdir = make_workdir(root, _genesets_update(cfg), with_contrasts=False)
+    if sheet is not None:
+        (workdir / "config" / "samples.tsv").write_text(sheet)
+    for rel, text in files.items():
+        (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / rel).write_text(text)
+    return workdir
 
 
 @pytest.mark.parametrize("case_id", list(PARSE_SETUPS))
-def test_parse_time_errors(parse_failures: dict, case_id: str) -> None:
-    proc, workdir = parse_failures[case_id]
+def test_parse_time_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case_id: str) -> None:
+    """The checks common.smk runs before any job (mscflow.config.prepare_run), called
+    directly: each case stops with its message naming the key, sheet or file."""
+    import yaml
+
+    from mscflow.config import prepare_run
+    from mscflow.errors import MscflowError
+
+    workdir = _parse_workdir(tmp_path / "w", case_id)
+    monkeypatch.chdir(workdir)
+    config = yaml.safe_load(Path("config/config.yaml").read_text())
+    with pytest.raises(MscflowError) as err:
+        prepare_run(config, presets_dir=REPO / "config" / "presets")
+    message = str(err.value)
+    assert_message(case_id, message)
+    if case_id.startswith("sheet-"):
+        assert "config/samples.tsv" in message, "the message names the sample sheet"
+    if case_id.startswith("config-") or case_id.startswith("gmt-"):
+        assert "config/README.md" in message or "config key" in message or ".gmt" in message
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("case_id", ["config-unknown-key", "sheet-duplicate-id"])
+def test_parse_time_errors_stop_snakemake_before_any_job(tmp_path: Path, case_id: str) -> None:
+    """Through Snakemake: the run stops while parsing, with the message, no traceback and
+    nothing written."""
+    from conftest import snakemake_cmd
+
+    workdir = _parse_workdir(tmp_path / "w", case_id)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(snakemake_cmd(workdir, "--cores", "1", "results/qc/qc_summary.tsv"),
+                          capture_output=True, text=True, env=env, timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, f"{case_id}: snakemake accepted the input:\n{output[-2000:]}"
     assert_message(case_id, output)
-    if case_id.startswith("sheet-"):
-        assert "config/samples.tsv" in output, "the message names the sample sheet"
-    if case_id.startswith("config-") or case_id.startswith("gmt-"):
-        assert "config/README.md" in output or "config key" in output or ".gmt" in output
-    # stopped before any job: nothing written, nothing outside the working directory
     assert not (workdir / "results").exists(), f"{case_id}: results/ was written"
     assert not (workdir / "resources" / "demo").exists(), f"{case_id}: a job ran"
     assert "Traceback (most recent call last)" not in output
@@ -246,7 +266,7 @@ def test_parse_time_errors(parse_failures: dict, case_id: str) -> None:
 
 def test_hostile_ids_never_leave_results(tmp_path: Path) -> None:
     """Every unsafe id is refused by the reader itself (not only the schema)."""
-    from mscflow.workflow import SampleSheetError, read_sample_sheet
+    from mscflow.samplesheet import SampleSheetError, read_sample_sheet
 
     for sample in ("../x", "a/b", "/etc", "..", "a b", "a\\b", "-x", "x;y", "$(id)", "`id`",
                    "a|b", "a>b", "~root", "a*", "", "é" * 3, "x" * 101, ".hidden", "_x"):
@@ -427,6 +447,7 @@ def test_gene_set_functions(tmp_path: Path) -> None:
 # data through the workflow: the QC job of a wrong-species sample and of a sample left
 # with too few cells stops with its message; nothing of later steps is written
 # ----------------------------------------------------------------------------------------
+@pytest.mark.workflow
 def test_qc_job_errors(small_inputs: Path,  # noqa: F811
                         tmp_path: Path) -> None:
     import anndata as ad
@@ -455,6 +476,7 @@ def test_qc_job_errors(small_inputs: Path,  # noqa: F811
     assert not (workdir / "results" / "cluster").exists()
 
 
+@pytest.mark.workflow
 def test_qc_drops_sample_when_configured(small_inputs: Path,  # noqa: F811
                                          tmp_path: Path) -> None:
     import pandas as pd
@@ -488,7 +510,7 @@ def test_fuzz_sample_sheet(tmp_path_factory: pytest.TempPathFactory) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from mscflow.workflow import SampleSheetError, check_samples, read_sample_sheet
+    from mscflow.samplesheet import SampleSheetError, check_samples, read_sample_sheet
 
     folder = tmp_path_factory.mktemp("fuzz_sheet")
 
@@ -500,7 +522,7 @@ def test_fuzz_sample_sheet(tmp_path_factory: pytest.TempPathFactory) -> None:
         path.write_bytes(data)
         try:
             sheet = read_sample_sheet(path)
-            check_samples(sheet, {}, sheet_path=str(path))
+            check_samples(sheet, sheet_path=str(path))
         except SampleSheetError as err:
             assert str(path) in str(err)
 

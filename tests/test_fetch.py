@@ -19,8 +19,10 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from mscflow import fetch
+from mscflow import fetch, presets
+from mscflow.errors import ConfigError, SampleSheetError
 from mscflow.io import read_sample
+from mscflow.samplesheet import read_sample_sheet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import make_workdir  # noqa: E402
@@ -41,7 +43,8 @@ def fast(tmp_path: Path, **kw) -> fetch.FetchSettings:
     base = dict(cache_dir=tmp_path / "cache", retries=3, backoff_s=0.01, max_backoff_s=0.05,
                 connect_timeout_s=2.0, read_timeout_s=2.0)
     base.update(kw)
-    return fetch.FetchSettings(**base)
+    return fetch.FetchSettings.from_config(
+        {k: str(v) if isinstance(v, Path) else v for k, v in base.items()})
 
 
 # --------------------------------------------------------------------------- test data
@@ -105,7 +108,7 @@ def fetch_and_unpack(srv_url: str, data: bytes, fmt: str, tmp_path: Path, sample
     cached = fetch.cache_index({sample: s}, settings.cache_dir)[s.sha256]
     fetch.download(s.url, cached, s.sha256, sample=sample, settings=settings)
     out = tmp_path / fetch.fetched_path(
-        {"sample": sample, "url": srv_url, "sha256": s.sha256, "format": fmt}, {})
+        {"sample": sample, "url": srv_url, "sha256": s.sha256, "format": fmt})
     return fetch.unpack(s, cached, out)
 
 
@@ -449,17 +452,18 @@ def test_sheet_validation_messages(tmp_path):
         ({**good, "member": "TO_VERIFY"}, "member is TO_VERIFY"),
     ]
     for row, message in bad_cases:
-        with pytest.raises(fetch.SampleSheetError, match=message):
+        with pytest.raises(SampleSheetError, match=message):
             fetch.url_samples([row])
-    with pytest.raises(fetch.SampleSheetError, match="two different sha256"):
+    with pytest.raises(SampleSheetError, match="two different sha256"):
         fetch.url_samples([good, {**good, "sample": "b", "sha256": "b" * 64}])
     sheet = tmp_path / "s.tsv"
-    sheet.write_text("# comment\nsample\turl\tsha256\tformat\na\thttps://h/x.h5ad\t"
-                     + "A" * 64 + "\th5ad\n")
-    assert fetch.url_samples(fetch.read_sheet(sheet))["a"].sha256 == "a" * 64
-    assert fetch.fetched_path(good, {}) == "results/fetched/a/matrix.h5ad"
-    with pytest.raises(ValueError, match="unknown key"):
-        fetch.FetchSettings.from_config({"fetch": {"retry": 3}})
+    sheet.write_text("# comment\nsample\ttissue\tcondition\treplicate\tspecies\turl\tsha256"
+                     "\tformat\na\tlung\tcontrol\t1\tmouse\thttps://h/x.h5ad\t" + "A" * 64
+                     + "\th5ad\n")
+    assert fetch.url_samples(read_sample_sheet(sheet))["a"].sha256 == "a" * 64
+    assert fetch.fetched_path(good) == "results/fetched/a/matrix.h5ad"
+    with pytest.raises(ConfigError, match="did you mean 'retries'"):
+        fetch.FetchSettings.from_config({"retry": 3})
 
 
 # --------------------------------------------------------------------------- presets
@@ -474,42 +478,42 @@ def test_load_and_apply_preset(tmp_path):
     (tmp_path / "p1").mkdir()
     (tmp_path / "p1" / "samples.tsv").write_text("sample\n")
     (tmp_path / "p1" / "config.yaml").write_text("species: human\nfetch: {retries: 9}\n")
-    samples, overrides = fetch.load_preset("p1", tmp_path)
+    samples, overrides = presets.load_preset("p1", tmp_path)
     assert samples == (tmp_path / "p1" / "samples.tsv").resolve()
     assert overrides == {"species": "human", "fetch": {"retries": 9}}
-    merged = fetch.apply_preset(
+    merged = presets.apply_preset(
         {"preset": "p1", "species": "mouse", "fetch": {"retries": 4, "backoff_s": 1}},
         tmp_path, cli_overrides={"preset": "p1", "fetch": {"backoff_s": 0.5}})
     assert merged["species"] == "human" and merged["samples"] == str(samples)
     assert merged["fetch"] == {"retries": 9, "backoff_s": 0.5}
-    assert fetch.apply_preset({"a": 1}, tmp_path) == {"a": 1}
-    for name, exc in [("../p1", ValueError), ("nope", FileNotFoundError)]:
-        with pytest.raises(exc):
-            fetch.load_preset(name, tmp_path)
+    assert presets.apply_preset({"a": 1}, tmp_path) == {"a": 1}
+    for name, message in [("../p1", "may only hold"), ("nope", "not found")]:
+        with pytest.raises(ConfigError, match=message):
+            presets.load_preset(name, tmp_path)
     (tmp_path / "p2").mkdir()
     (tmp_path / "p2" / "samples.tsv").write_text("sample\n")
     (tmp_path / "p2" / "config.yaml").write_text("samples: other.tsv\n")
-    with pytest.raises(ValueError, match="must not set `samples`"):
-        fetch.load_preset("p2", tmp_path)
+    with pytest.raises(ConfigError, match="must not set `samples`"):
+        presets.load_preset("p2", tmp_path)
 
 
 def test_shipped_presets_are_complete_and_honest():
-    names = fetch.list_presets(PRESETS)
+    names = presets.list_presets(PRESETS)
     assert len(names) >= 8
     assert (PRESETS / "README.md").is_file()
     for name in names:
-        samples, overrides = fetch.load_preset(name, PRESETS)
+        samples, overrides = presets.load_preset(name, PRESETS)
         readme = (PRESETS / name / "README.md").read_text()
         assert "Cite" in readme and "Verified download: no" in readme, name
         assert overrides.get("species") in ("mouse", "human"), name
-        rows = fetch.read_sheet(samples)
+        rows = read_sample_sheet(samples, validate=False).to_dict("records")
         assert rows and SHEET_COLUMNS <= set(rows[0]), (name, set(rows[0]))
         for row in rows:  # placeholders are spelled out, never invented values
             assert row["url"].startswith("https://") or row["url"] == "TO_VERIFY", (name, row)
             assert row["format"] in fetch.FORMATS or row["format"].startswith("UNSUPPORTED_")
             assert row["sha256"] == "TO_VERIFY" or fetch.SHA256_RE.match(row["sha256"])
             if "TO_VERIFY" in row.values() or row["format"] not in fetch.FORMATS:
-                with pytest.raises(fetch.SampleSheetError):  # refused with a clear message
+                with pytest.raises(SampleSheetError):  # refused with a clear message
                     fetch.url_sample_from_row(row)
 
 
@@ -550,11 +554,13 @@ def _url_sheet(tmp_path: Path, srv: FaultyServer, tenx: dict[str, bytes]) -> Pat
     return sheet
 
 
+@pytest.mark.workflow
 def test_fetch_rules_share_one_download_and_rerun_downloads_nothing(tmp_path, tenx_slice):
     with FaultyServer() as srv:
         sheet = _url_sheet(tmp_path, srv, tenx_slice)
         work = _workdir(tmp_path, sheet, tmp_path / "shared-cache")
-        targets = [fetch.fetched_path(r, {}) for r in fetch.read_sheet(sheet)]
+        targets = [fetch.fetched_path(r)
+                   for r in read_sample_sheet(sheet, validate=False).to_dict("records")]
         proc = _snakemake(work, targets)
         assert proc.returncode == 0, proc.stderr[-3000:]
         # the shared archive was requested twice (a 500, then the download) and only once
@@ -572,6 +578,7 @@ def test_fetch_rules_share_one_download_and_rerun_downloads_nothing(tmp_path, te
     assert (work / "logs" / "fetch" / "unpack" / "ctrl.10x_mtx.log").is_file()
 
 
+@pytest.mark.workflow
 def test_workflow_fetch_and_qc(tmp_path, tenx_slice):
     with FaultyServer() as srv:
         sheet = _url_sheet(tmp_path, srv, tenx_slice)

@@ -151,7 +151,7 @@ def test_sigterm_removes_pending_temp_file(tmp_path: Path) -> None:
         import sys, time, tempfile
         from pathlib import Path
         import mscflow.io as io
-        from mscflow.workflow import setup_logging
+        from mscflow.job import setup_logging
         setup_logging({str(tmp_path / "job.log")!r})
         tmp = tempfile.mkstemp(prefix=".out.h5ad.", suffix=".tmp", dir={str(tmp_path)!r})[1]
         io._PENDING.add(tmp)

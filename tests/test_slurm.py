@@ -285,8 +285,6 @@ def test_resource_helpers_scale_with_input_size_and_attempt(tmp_path):
     runtime = ns["scaled_runtime"](base_min=10, per_input_mb=0.5)
     assert runtime(None, [str(big)], 1) == 15
     assert runtime(None, [str(big)], 3) == 45
-    assert ns["mem_mb_from_input"](None, [str(big)], 2) == mem(None, [str(big)], 2)
-    assert ns["runtime_from_input"](None, [], 1) == 10
     folder = tmp_path / "matrix"
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "matrix.mtx.gz").write_bytes(b"\0" * (5 * 1024**2))
@@ -296,6 +294,19 @@ def test_resource_helpers_scale_with_input_size_and_attempt(tmp_path):
     with pytest.raises(FileNotFoundError) as err:  # snakemake defers until inputs exist
         mem(None, [missing], 1)
     assert err.value.filename == missing
+
+
+def test_every_rule_asks_for_memory_and_time_that_grow_with_attempt():
+    """A job killed for memory or time is retried (profiles: retries) with more of both."""
+    rules = Path(__file__).resolve().parents[1] / "workflow" / "rules"
+    for smk in rules.glob("*.smk"):
+        for block in re.split(r"\n(?=rule |checkpoint )", smk.read_text())[1:]:
+            name = block.split(":", 1)[0].split()[-1]
+            resources = re.search(r"\n    resources:\n((?:        .*\n)+)", block)
+            assert resources, f"{smk.name}: rule {name} declares no resources"
+            text = resources.group(1)
+            assert re.search(r"mem_mb=scaled_mem_mb\(", text), f"{smk.name}: {name} mem_mb"
+            assert re.search(r"runtime=scaled_runtime\(", text), f"{smk.name}: {name} runtime"
 
 
 # --- SLURM ----------------------------------------------------------------------------------

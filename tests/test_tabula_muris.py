@@ -6,6 +6,7 @@ from pathlib import Path
 
 import anndata as ad
 import pandas as pd
+import pytest
 from conftest import TABULA_MURIS, make_workdir, run_snakemake
 
 from mscflow.io import read_sample
@@ -18,6 +19,7 @@ def test_reads_as_10x_v3() -> None:
     assert "zsGreen_transgene" in adata.var_names
 
 
+@pytest.mark.workflow
 def test_qc_flags_transgene_cell_and_clusters(tmp_path: Path) -> None:
     workdir = make_workdir(tmp_path / "tm", with_contrasts=False)
     sheet = pd.DataFrame([{

@@ -137,7 +137,7 @@ def test_contrasts_find_planted_effects_and_few_others(demo_run: Path) -> None:
 
 def test_permuted_conditions_call_at_most_the_nominal_rate(demo_run: Path) -> None:
     from mscflow import contrast
-    from mscflow.workflow import read_sample_sheet
+    from mscflow.samplesheet import read_sample_sheet
 
     samples = read_sample_sheet(demo_run / "config/samples.tsv")
     obs = ad.read_h5ad(demo_run / "results/annotate/annotated.h5ad", backed="r").obs.copy()
@@ -146,7 +146,7 @@ def test_permuted_conditions_call_at_most_the_nominal_rate(demo_run: Path) -> No
     contrasts = contrast.parse_contrasts(
         [{"name": f"{t}_MSC_vs_control", "tissue": t, "condition": "MSC",
           "reference": "control"} for t in ("lung", "liver")], permuted)
-    settings = contrast.parse_settings({})
+    settings = contrast.ContrastSettings.from_config({})
     shifts = contrast.score_shifts(obs, contrasts, settings, permuted)
     shifts = shifts[(shifts["metric"] == "mean") & (shifts["status"] == "tested")]
     comp = contrast.composition_tests(obs, contrasts, settings, permuted)

@@ -16,6 +16,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from mscflow.config import Settings, settings_section
+
 UNASSIGNED = "unassigned"
 
 # Labels that cannot occur in a tissue. Guilliams 2022 (liver atlas) finds no
@@ -27,6 +29,13 @@ DEFAULT_EXCLUDED: dict[str, frozenset[str]] = {
 }
 
 ScoreFn = Callable[..., pd.DataFrame]
+
+
+@settings_section("annotation")
+class AnnotationSettings(Settings):
+    """Config section ``annotation``: how sure a cluster's label must be (keys in the
+    schema; config/README.md)."""
+
 CLUSTER_COLUMNS = [
     "cluster", "tissue", "label", "margin", "fraction_agreeing", "n_cells", "best_score",
     "second_label", "top_marker_genes",
@@ -307,3 +316,22 @@ def marker_dotplot_data(
         for i, cat in enumerate(cats.categories) for s, g in pairs
     ]
     return pd.DataFrame(rows)
+
+
+def annotate_stage(adata: AnnData, marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]],
+                   marker_scores: pd.DataFrame, programme_scores: pd.DataFrame,
+                   settings: AnnotationSettings, *, cluster_key: str
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The annotation stage: label clusters from the marker scores of the scoring stage,
+    add the programme scores to obs as ``score_<set>``, and return (per-cell table,
+    per-cluster table, marker dot-plot data). ``adata`` gains ``cell_type`` and friends."""
+    per_cell, per_cluster = annotate(
+        adata, marker_sets, cluster_key=cluster_key, tissue_key="tissue",
+        scores=marker_scores, min_margin=settings.min_margin,
+        min_fraction=settings.min_fraction, key_added="cell_type",
+    )
+    for column in programme_scores.columns:
+        adata.obs[f"score_{column}"] = programme_scores.loc[adata.obs_names, column].to_numpy()
+    dot = marker_dotplot_data(adata, marker_sets, groupby="cell_type")
+    per_cell.index.name = "cell"
+    return per_cell, per_cluster, dot

@@ -11,7 +11,6 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -19,45 +18,19 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 
+from mscflow.config import Settings, runtime_field, settings_section
+from mscflow.job import timed
+
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ClusterSettings:
-    """Settings of the config section ``cluster``."""
+@settings_section("cluster")
+class ClusterSettings(Settings):
+    """Config section ``cluster`` (fields: its keys in the schema, see config/README.md),
+    plus the job's threads and the run's seed."""
 
-    target_sum: float = 1e4
-    n_top_genes: int = 2000
-    n_pcs: int = 30
-    n_neighbors: int = 15
-    resolutions: tuple[float, ...] = (0.5, 1.0)
-    default_resolution: float = 1.0
-    leiden_iterations: int = 2
-    marker_method: str = "t-test"
-    umap_min_dist: float = 0.5
-    umap_epochs: int | None = 100
-    pca_solver: str = "arpack"
-    neighbors_method: str = "brute"
-    n_jobs: int = 2
-    leiden_flavor: str = "igraph"
-    random_state: int = 0
-
-    @classmethod
-    def from_config(cls, cluster: dict, seed: int) -> ClusterSettings:
-        """Build from the config's ``cluster`` mapping and the global seed."""
-        names = cls.__dataclass_fields__
-        kwargs = {k: v for k, v in cluster.items() if k in names}
-        if "resolutions" in kwargs:
-            kwargs["resolutions"] = tuple(float(r) for r in kwargs["resolutions"])
-        return cls(**kwargs, random_state=seed)
-
-
-@contextmanager
-def timed(step: str) -> Iterator[None]:
-    """Log the wall time of a step as ``step <name>: <seconds> s`` (parsed by the benchmark)."""
-    start = time.perf_counter()
-    yield
-    log.info("step %s: %.2f s", step, time.perf_counter() - start)
+    n_jobs: int = runtime_field()
+    random_state: int = runtime_field()
 
 
 def cache_umap_kernels() -> int:
@@ -308,3 +281,32 @@ def resolution_agreement(obs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame
                 "adjusted_rand_index": adjusted_rand_score(obs[a], obs[b]),
             })
     return pd.DataFrame(rows)
+
+
+def cluster_samples(paths: Sequence[str | Path], settings: ClusterSettings
+                    ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
+    """The clustering stage: merge the QC-filtered samples, normalise, HVG, PCA, kNN,
+    Leiden at every resolution, UMAP (in its own process, beside Leiden and markers) and
+    marker genes of the default resolution.
+
+    Returns (clustered object with counts in ``layers["counts"]``, markers table,
+    resolution agreement table).
+    """
+    with umap_alongside() as umap:  # imports now, runs UMAP on the other core later
+        with timed("read + merge"):
+            adata = merge_sample_files(paths)
+        log.info("merged %d cells x %d genes from %d samples", adata.n_obs, adata.n_vars,
+                 adata.obs["sample"].nunique())
+        with timed("normalise"):
+            normalise(adata, settings.target_sum)
+        embed_graph(adata, settings)
+        umap.submit(adata, settings)
+        leiden_all(adata, settings)
+        keys = [leiden_key(r) for r in settings.resolutions]
+        for key in keys:
+            log.info("%s: %d clusters", key, adata.obs[key].nunique())
+        with timed("markers"):
+            markers = marker_genes(adata, leiden_key(settings.default_resolution),
+                                   settings.marker_method)
+        umap.collect(adata)
+    return adata, markers, resolution_agreement(adata.obs, keys)

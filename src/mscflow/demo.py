@@ -100,6 +100,13 @@ class DemoSpec:
         }
     )
 
+    @classmethod
+    def from_config(cls, demo: Mapping) -> DemoSpec:
+        """The spec with ``seed``, ``cells_per_sample`` and ``replicates`` from the config's
+        ``demo`` section (validated, defaults filled); the model parameters as above."""
+        return cls(seed=demo["seed"], cells_per_sample=demo["cells_per_sample"],
+                   replicates=demo["replicates"])
+
 
 def background_symbols() -> list[str]:
     """Real mouse gene symbols shipped with the package (Tabula Muris lung channel)."""

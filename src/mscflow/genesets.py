@@ -12,12 +12,16 @@ resolved through the shipped synonym table, and every rename is reported.
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from mscflow.config import Settings, settings_section
 
 SPECIES = ("mouse", "human")
 GeneSet = dict[str, float]
@@ -429,3 +433,126 @@ def check_symbols(
         if unknown:
             bad[name] = unknown
     return bad
+
+
+# --------------------------------------------------------------------------------------
+# the run's gene-set library: every GMT matched to the data once
+# --------------------------------------------------------------------------------------
+LIBRARY_KINDS = ("programme", "marker")
+
+
+@dataclass
+class GeneSetLibrary:
+    """The gene sets of one run, matched to the data's gene names once.
+
+    ``programmes`` are scored per cell, tested between conditions (score shifts, GSEA) and
+    plotted; ``markers`` drive the annotation. Each set maps the genes as named in the
+    data to their weights, in GMT order. ``report`` has one row per set: ``kind``, ``gmt``
+    and :data:`REPORT_COLUMNS`.
+    """
+
+    species: str
+    programmes: dict[str, GeneSet]
+    markers: dict[str, GeneSet]
+    report: pd.DataFrame
+
+    @staticmethod
+    def _as_input(sets: Mapping[str, GeneSet]) -> dict[str, list[str] | GeneSet]:
+        return {name: (genes if any(w != 1.0 for w in genes.values()) else list(genes))
+                for name, genes in sets.items()}
+
+    def programme_sets(self) -> dict[str, list[str] | GeneSet]:
+        """Programmes for scoring: a gene list, or ``{gene: weight}`` where weights differ."""
+        return self._as_input(self.programmes)
+
+    def marker_sets(self) -> dict[str, list[str] | GeneSet]:
+        """Marker sets for scoring, as :meth:`programme_sets`."""
+        return self._as_input(self.markers)
+
+    def programme_lists(self) -> dict[str, list[str]]:
+        """Programmes as unweighted gene lists (weight > 0), as GSEA takes them."""
+        return {name: [g for g, w in genes.items() if w > 0]
+                for name, genes in self.programmes.items()}
+
+    def to_json(self) -> str:
+        """The library as JSON (sets in order; the report is written separately)."""
+        return json.dumps({"species": self.species, "programmes": self.programmes,
+                           "markers": self.markers}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, report: pd.DataFrame | None = None) -> GeneSetLibrary:
+        """Read :meth:`to_json` output back."""
+        data = json.loads(text)
+        return cls(data["species"], data["programmes"], data["markers"],
+                   report if report is not None else pd.DataFrame(columns=LIBRARY_REPORT))
+
+
+LIBRARY_REPORT = ["kind", "gmt", *REPORT_COLUMNS]
+
+
+def build_library(
+    var_names: Iterable[str],
+    *,
+    data_species: str,
+    programme_gmts: Sequence[tuple[str | Path, str]],
+    marker_gmt: str | Path,
+    min_genes: int,
+    sets: Sequence[str] = (),
+    synonyms: pd.DataFrame | None = None,
+    orthologs: pd.DataFrame | None = None,
+) -> GeneSetLibrary:
+    """Match every GMT of the run to the data's genes (synonyms, orthologs, ``min_genes``).
+
+    ``programme_gmts`` are ``(path, species)`` pairs (the run's programme file, then the
+    user's extra files); ``sets`` keeps only those programme names (empty = all). Set names
+    must be unique across the programme files. Marker sets are of the data's species.
+    """
+    var_names = list(var_names)
+    wanted = set(sets)
+    programmes: dict[str, GeneSet] = {}
+    reports = []
+    for gmt, species in programme_gmts:
+        found_sets = load_gene_sets([gmt])
+        if wanted:
+            found_sets = {k: v for k, v in found_sets.items() if k in wanted}
+        clash = sorted(set(found_sets) & set(programmes))
+        if clash:
+            raise ValueError(f"gene-set names {clash} in '{gmt}' repeat names of an earlier "
+                             "GMT; rename them so every set name is unique")
+        matched, rep = match_gene_sets(found_sets, var_names, set_species=species,
+                                       data_species=data_species, min_genes=min_genes,
+                                       orthologs=orthologs, synonyms=synonyms)
+        programmes.update({k: as_weights(v) for k, v in matched.items()})
+        reports.append(rep.assign(kind="programme", gmt=str(gmt)))
+    matched, rep = match_gene_sets(load_gene_sets([marker_gmt]), var_names,
+                                   set_species=data_species, data_species=data_species,
+                                   min_genes=min_genes, synonyms=synonyms)
+    markers = {k: as_weights(v) for k, v in matched.items()}
+    reports.append(rep.assign(kind="marker", gmt=str(marker_gmt)))
+    report = pd.concat(reports, ignore_index=True)[LIBRARY_REPORT]
+    return GeneSetLibrary(data_species, programmes, markers, report)
+
+
+def read_library(path: str | Path, report: str | Path | None = None) -> GeneSetLibrary:
+    """Read the library JSON (and its report TSV, when given) written by the library rule."""
+    table = pd.read_csv(report, sep="\t", keep_default_na=False) if report else None
+    return GeneSetLibrary.from_json(Path(path).read_text(), table)
+
+
+@settings_section("genesets")
+class GeneSetSettings(Settings):
+    """Config section ``genesets``: the GMT files and how to match them (keys in the
+    schema; config/README.md)."""
+
+
+def library_stage(var_names: Iterable[str], settings: GeneSetSettings, *, species: str,
+                  sets: Sequence[str] = ()) -> GeneSetLibrary:
+    """The gene-set library of a run: the species' programme GMT plus the extra GMTs (only
+    ``sets`` when given) and the species' marker GMT, matched to ``var_names``."""
+    gmts = [(settings.programmes[species], species),
+            *((e["path"], e["species"]) for e in settings.extra)]
+    return build_library(
+        var_names, data_species=species, programme_gmts=gmts,
+        marker_gmt=settings.markers[species], min_genes=settings.min_genes, sets=sets,
+        synonyms=read_synonyms(settings.synonyms), orthologs=read_orthologs(settings.orthologs),
+    )

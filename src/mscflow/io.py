@@ -19,6 +19,8 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
+from mscflow.errors import InputDataError
+
 FORMATS = ("10x_mtx", "10x_h5", "h5ad")
 # A sample whose symbols are less than this share in the sheet's species' style is refused.
 SPECIES_MIN_MATCH = 0.5
@@ -32,8 +34,6 @@ _ANY_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d")
 _PENDING: set[str] = set()
 
 
-class InputDataError(ValueError):
-    """A sample's data cannot be used; the message names the sample and the fix."""
 
 
 def _mtx_folder_files(path: Path) -> list[str]:
@@ -253,12 +253,29 @@ def write_h5ad_atomic(adata: ad.AnnData, path: str | Path, *,
         adata.write_h5ad(tmp, compression=compression, compression_opts=options)
 
 
-def write_table_atomic(df: pd.DataFrame, path: str | Path, *, index: bool = False) -> None:
-    """Write a TSV or parquet table through a temporary file and rename it into place."""
+def write_table_atomic(df: pd.DataFrame, path: str | Path, *, index: bool = False,
+                       **csv_options: object) -> None:
+    """Write a TSV (``.gz``: gzip with a fixed timestamp) or parquet table through a
+    temporary file and rename it into place. ``csv_options`` go to ``DataFrame.to_csv``
+    (e.g. ``na_rep="NA", float_format="%.6g"``)."""
     suffix = Path(path).suffix
     with _atomic_target(path) as tmp:
         if suffix == ".parquet":
             df.to_parquet(tmp, index=index)
         else:
             compression = {"method": "gzip", "mtime": 0} if suffix == ".gz" else None
-            df.to_csv(tmp, sep="\t", index=index, compression=compression)
+            df.to_csv(tmp, sep="\t", index=index, compression=compression, **csv_options)
+
+
+def write_text_atomic(text: str, path: str | Path) -> None:
+    """Write a text file (JSON, HTML) through a temporary file and rename it into place."""
+    with _atomic_target(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def write_figure_atomic(fig: object, path: str | Path, **savefig_options: object) -> None:
+    """Save a matplotlib figure through a temporary file and rename it into place; the
+    format follows the suffix of ``path`` (``.png``, ``.pdf``, ``.svg``)."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    with _atomic_target(path) as tmp:
+        fig.savefig(tmp, format=fmt, **savefig_options)

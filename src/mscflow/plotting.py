@@ -19,6 +19,8 @@ import pandas as pd  # noqa: E402
 import scanpy as sc  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from mscflow.io import write_figure_atomic  # noqa: E402
+
 # Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
              "#000000"]
@@ -90,9 +92,11 @@ def cell_type_palette(cell_types: Sequence[str]) -> dict[str, str]:
     return {ct: CELL_TYPE_COLOURS.get(ct) or next(spare, "#444444") for ct in names}
 
 
-def save(fig: plt.Figure, path: str) -> None:
-    """Save a figure as PNG without a timestamp or software tag, and close it."""
-    fig.savefig(path, bbox_inches="tight", metadata={"Software": None})
+def save(fig: plt.Figure, path: str, dpi: float | None = None) -> None:
+    """Save a figure (atomically, without a timestamp or software tag) and close it;
+    ``dpi`` None keeps matplotlib's setting."""
+    options = {} if dpi is None else {"dpi": dpi}
+    write_figure_atomic(fig, path, bbox_inches="tight", metadata={"Software": None}, **options)
     plt.close(fig)
 
 

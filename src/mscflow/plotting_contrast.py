@@ -1,12 +1,15 @@
 """Plots for condition contrasts: forest plot, composition bars, volcano, GSEA enrichment.
 
-All functions take the tidy tables written by :mod:`mscflow.contrast` and return a
-matplotlib ``Figure`` (Agg backend, no global state beyond the figure itself).
+The plot functions take the tidy tables written by :mod:`mscflow.contrast` and return a
+matplotlib ``Figure`` (Agg backend, no global state beyond the figure itself);
+:func:`forest_figure` and :func:`gsea_figure` are what the plot rules do, from files.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -19,20 +22,25 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from mscflow.contrast import (  # noqa: E402
     STATUS_TESTED,
-    coerce_gene_sets,
+    ContrastSettings,
+    gsea_sets_for_plot,
     ranking_from_de,
     running_enrichment,
 )
-from mscflow.plotting import cell_type_palette, set_style  # noqa: E402
+from mscflow.plotting import cell_type_palette, save, set_style  # noqa: E402
 
 __all__ = [
     "composition_bars",
+    "forest_figure",
     "forest_plot",
     "gsea_enrichment_plot",
+    "gsea_figure",
     "message_figure",
     "save_figure",
     "volcano_plot",
 ]
+
+log = logging.getLogger(__name__)
 
 SIG_COLOR = "#c0392b"
 NS_COLOR = "#7f8c8d"
@@ -54,9 +62,8 @@ def _tight(fig: Figure) -> None:
 
 
 def save_figure(fig: Figure, path: str, dpi: int = 120) -> None:
-    """Save ``fig`` deterministically (no timestamps) and close it."""
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    """Save ``fig`` atomically and deterministically (no timestamps) and close it."""
+    save(fig, path, dpi=dpi)
 
 
 def forest_plot(
@@ -191,15 +198,15 @@ def volcano_plot(de: pd.DataFrame, contrast: str, fdr: float = 0.05, label_top: 
 def gsea_enrichment_plot(
     de: pd.DataFrame,
     gsea: pd.DataFrame,
-    gene_sets: Mapping,
+    gene_sets: Mapping[str, Sequence[str]],
     contrast: str,
     set_names: Sequence[str],
     weight: float = 1.0,
 ) -> Figure:
     """Running enrichment score and hit positions for ``set_names`` (columns) in every
-    tested cell type (rows) of one contrast; titles give NES and FDR."""
+    tested cell type (rows) of one contrast; titles give NES and FDR. ``gene_sets`` maps
+    set names to gene lists (``GeneSetLibrary.programme_lists()``)."""
     set_style()
-    sets = coerce_gene_sets(gene_sets)
     g = gsea[(gsea["contrast"] == contrast) & (gsea["status"] == STATUS_TESTED)
              & gsea["gene_set"].isin(set_names)]
     if g.empty:
@@ -218,7 +225,7 @@ def gsea_enrichment_plot(
             if row.empty:
                 ax.axis("off")
                 continue
-            run = running_enrichment(ranking, sets[name], weight)
+            run = running_enrichment(ranking, gene_sets[name], weight)
             ax.plot(run["rank"], run["running_es"], color="#2e86c1", lw=1.2)
             ax.axhline(0, color="black", lw=0.5)
             lo = float(run["running_es"].min())
@@ -231,3 +238,25 @@ def gsea_enrichment_plot(
     fig.suptitle(f"GSEA: {contrast}", fontsize=10)
     _tight(fig)
     return fig
+
+
+def forest_figure(shifts: str | Path, settings: Mapping) -> Figure:
+    """Rule contrast_plot_forest: the ``mean`` score shifts of ``forest_sets`` from the
+    score-shift table, significance at the settings' FDR."""
+    st = ContrastSettings.from_config(settings)
+    return forest_plot(pd.read_parquet(shifts), "mean", st.fdr, st.forest_sets)
+
+
+def gsea_figure(de: str | Path, gsea: str | Path, library: str | Path, contrast: str,
+                settings: Mapping) -> Figure:
+    """Rule contrast_plot_gsea: running enrichment of ``gsea.plot_sets`` (names or
+    substrings) in one contrast, the sets' genes from the run's gene-set library."""
+    from mscflow.genesets import read_library
+
+    st = ContrastSettings.from_config(settings)
+    table = pd.read_parquet(gsea)
+    names = gsea_sets_for_plot(table, st.gsea.plot_sets)
+    log.info("plotting %s for %s", names, contrast)
+    return gsea_enrichment_plot(pd.read_parquet(de), table,
+                                read_library(library).programme_lists(), contrast, names,
+                                st.gsea.weight)

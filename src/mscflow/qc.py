@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -12,8 +12,11 @@ import pandas as pd
 import scanpy as sc
 from scipy.stats import median_abs_deviation
 
-from mscflow.cluster import timed
+from mscflow.config import Settings, settings_section
 from mscflow.doublets import scrublet_fast
+from mscflow.errors import InputDataError
+from mscflow.io import check_species, prefix_barcodes, read_sample
+from mscflow.job import timed
 
 log = logging.getLogger(__name__)
 
@@ -29,25 +32,10 @@ FLAG_COLUMNS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class QCThresholds:
-    """Settings of the outlier rules (config section ``qc``)."""
-
-    nmads_counts: float = 5.0
-    nmads_genes: float = 5.0
-    nmads_mito: float = 5.0
-    min_counts: int = 500
-    min_genes: int = 200
-    pct_mito_floor: float = 15.0
-    max_pct_mito: float = 25.0
-    max_top_feature_fraction: float = 0.5
-    doublet_method: str = "fast"
-
-    @classmethod
-    def from_config(cls, qc: Mapping) -> QCThresholds:
-        """Build from the config's ``qc`` mapping (unknown keys are ignored here)."""
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in qc.items() if k in names})
+@settings_section("qc")
+class QCSettings(Settings):
+    """Config section ``qc``: outlier rules, doublets and the too-few-cells policy (fields:
+    the section's keys in the schema; config/README.md says what each means)."""
 
 
 def add_qc_metrics(adata: ad.AnnData, species: str) -> None:
@@ -79,23 +67,23 @@ def mad_bounds(values: np.ndarray, nmads: float) -> tuple[float, float]:
     return med - nmads * mad, med + nmads * mad
 
 
-def flag_outliers(adata: ad.AnnData, thresholds: QCThresholds) -> dict[str, float]:
+def flag_outliers(adata: ad.AnnData, settings: QCSettings) -> dict[str, float]:
     """Flag low-quality cells by MADs per sample plus hard floors (in place).
 
     Returns the thresholds actually applied, on the natural scale.
     """
     obs = adata.obs
-    lo_c, hi_c = mad_bounds(obs["log1p_total_counts"].to_numpy(), thresholds.nmads_counts)
-    lo_g, hi_g = mad_bounds(obs["log1p_n_genes_by_counts"].to_numpy(), thresholds.nmads_genes)
-    _, hi_m = mad_bounds(obs["pct_counts_mt"].to_numpy(), thresholds.nmads_mito)
+    lo_c, hi_c = mad_bounds(obs["log1p_total_counts"].to_numpy(), settings.nmads_counts)
+    lo_g, hi_g = mad_bounds(obs["log1p_n_genes_by_counts"].to_numpy(), settings.nmads_genes)
+    _, hi_m = mad_bounds(obs["pct_counts_mt"].to_numpy(), settings.nmads_mito)
     applied = {
-        "min_counts": max(float(np.expm1(lo_c)), float(thresholds.min_counts)),
+        "min_counts": max(float(np.expm1(lo_c)), float(settings.min_counts)),
         "max_counts": float(np.expm1(hi_c)),
-        "min_genes": max(float(np.expm1(lo_g)), float(thresholds.min_genes)),
+        "min_genes": max(float(np.expm1(lo_g)), float(settings.min_genes)),
         "max_genes": float(np.expm1(hi_g)),
-        "max_pct_mito": min(max(hi_m, float(thresholds.pct_mito_floor)),
-                            float(thresholds.max_pct_mito)),
-        "max_top_feature_fraction": float(thresholds.max_top_feature_fraction),
+        "max_pct_mito": min(max(hi_m, float(settings.pct_mito_floor)),
+                            float(settings.max_pct_mito)),
+        "max_top_feature_fraction": float(settings.max_top_feature_fraction),
     }
     obs["qc_low_counts"] = obs["total_counts"] < applied["min_counts"]
     obs["qc_high_counts"] = obs["total_counts"] > applied["max_counts"]
@@ -154,9 +142,8 @@ def summarise_sample(adata: ad.AnnData, sample: str, applied: Mapping[str, float
     return pd.DataFrame([row])
 
 
-def run_sample_qc(adata: ad.AnnData, *, sample: str, species: str, thresholds: QCThresholds,
-                  random_state: int, expected_doublet_rate: float
-                  ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
+def run_sample_qc(adata: ad.AnnData, *, sample: str, species: str, settings: QCSettings,
+                  random_state: int) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
     """Metrics, flags and doublets for one sample.
 
     Returns the filtered AnnData (raw counts in X), the per-cell metrics table of all
@@ -164,10 +151,11 @@ def run_sample_qc(adata: ad.AnnData, *, sample: str, species: str, thresholds: Q
     """
     with timed("QC metrics + flags"):
         add_qc_metrics(adata, species)
-        applied = flag_outliers(adata, thresholds)
+        applied = flag_outliers(adata, settings)
     with timed("doublets"):
-        score_doublets(adata, random_state=random_state, expected_rate=expected_doublet_rate,
-                       method=thresholds.doublet_method)
+        score_doublets(adata, random_state=random_state,
+                       expected_rate=settings.expected_doublet_rate,
+                       method=settings.doublet_method)
     summary = summarise_sample(adata, sample, applied)
     keep = ~adata.obs["qc_fail"].to_numpy() & ~adata.obs["predicted_doublet"].to_numpy()
     metric_cols = [
@@ -194,3 +182,49 @@ def too_few_cells_message(summary: pd.DataFrame, minimum: int) -> str | None:
         f"{reasons}, doublet: {int(row['n_doublet'])}. Relax the qc thresholds in "
         "config.yaml, or set qc.on_too_few_cells: drop to continue without this sample."
     )
+
+
+class TooFewCellsError(InputDataError):
+    """Too few cells of a sample pass QC (``qc.on_too_few_cells: stop``)."""
+
+
+def apply_min_cells_policy(filtered: ad.AnnData, summary: pd.DataFrame,
+                           settings: QCSettings) -> ad.AnnData:
+    """Stop (raise :class:`TooFewCellsError`) or drop a sample with fewer than
+    ``qc.min_cells_per_sample`` cells after QC, as ``qc.on_too_few_cells`` says.
+
+    Adds the ``dropped`` column to ``summary``; a dropped sample keeps no cells.
+    """
+    message = too_few_cells_message(summary, settings.min_cells_per_sample)
+    summary["dropped"] = bool(message)
+    if not message:
+        return filtered
+    if settings.on_too_few_cells == "stop":
+        raise TooFewCellsError(message)
+    log.warning("%s -- dropping the sample (qc.on_too_few_cells: drop)", message)
+    return filtered[:0].copy()
+
+
+def qc_sample(path: str | Path, fmt: str, *, sample: str, metadata: Mapping[str, str],
+              settings: QCSettings, random_state: int, layer: str | None = None
+              ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
+    """The QC stage of one sample: read, check the species, compute metrics, flag
+    outliers and doublets, filter, and apply the too-few-cells policy.
+
+    ``metadata`` (the sheet's columns for the sample, with ``species``) is copied into obs
+    and barcodes become ``<sample>:<barcode>``. Returns (filtered cells, per-cell metrics of
+    every cell, one-row summary). Bad input raises :class:`~mscflow.errors.InputDataError`.
+    """
+    with timed("read"):
+        adata = read_sample(path, fmt, sample=sample, layer=layer or None)
+    check_species(adata, metadata["species"], sample=sample, source=str(path))
+    log.info("read %s: %d cells x %d genes", sample, adata.n_obs, adata.n_vars)
+    prefix_barcodes(adata, sample)
+    for key, value in metadata.items():
+        adata.obs[key] = value
+    filtered, metrics, summary = run_sample_qc(adata, sample=sample,
+                                               species=metadata["species"],
+                                               settings=settings, random_state=random_state)
+    filtered = apply_min_cells_policy(filtered, summary, settings)
+    log.info("kept %d of %d cells", filtered.n_obs, adata.n_obs)
+    return filtered, metrics, summary

@@ -35,7 +35,7 @@ def file_safe_name(label: str) -> str:
 def samples_overview(samples: pd.DataFrame, qc_summary: pd.DataFrame) -> pd.DataFrame:
     """The sample sheet's metadata with cells before and after QC per sample.
 
-    ``samples`` is the sheet (mscflow.workflow.read_sample_sheet), ``qc_summary`` the table
+    ``samples`` is the sheet (mscflow.samplesheet.read_sample_sheet), ``qc_summary`` the table
     of rule qc_summary (``sample``, ``cells_in``, ``cells_out``; ``dropped`` when present).
     Samples without a QC row are an error: the overview must cover every sample.
     """

@@ -80,13 +80,3 @@ def scaled_runtime(base_min=10, per_input_mb=0.05, max_min=None):
         return min(value, max_min) if max_min is not None else value
 
     return runtime
-
-
-def mem_mb_from_input(wildcards, input, attempt):
-    """mem_mb with the defaults of scaled_mem_mb(): 1256 MB + 4 MB per input MB, x attempt."""
-    return scaled_mem_mb()(wildcards, input, attempt)
-
-
-def runtime_from_input(wildcards, input, attempt):
-    """runtime with the defaults of scaled_runtime(): 10 min + 3 s per input MB, x attempt."""
-    return scaled_runtime()(wildcards, input, attempt)

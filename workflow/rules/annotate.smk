@@ -1,12 +1,14 @@
 # Cell-type annotation from curated marker sets: per-cell scores, cluster-level decision.
 
+final_outputs("results/annotate/clusters.tsv", "results/plots/annotation_dotplot.png")
+
 
 rule annotate:
     input:
         h5ad="results/cluster/clustered.h5ad",
+        library="results/genesets/library.json",
         scores="results/scores/scores.parquet",
-        markers=config["genesets"]["markers"][species_of_run()],
-        synonyms=config["genesets"].get("synonyms", "resources/genesets/symbol_synonyms.tsv"),
+        marker_scores="results/scores/marker_scores.parquet",
     output:
         h5ad="results/annotate/annotated.h5ad",
         cells="results/annotate/cell_types.tsv.gz",
@@ -23,11 +25,8 @@ rule annotate:
             labels={"figure": "marker sets by label"},
         ),
     params:
-        species=species_of_run(),
         cluster_key=default_cluster_key(),
-        annotation=config.get("annotation", {}),
-        min_genes=config["genesets"]["min_genes"],
-        seed=config["seed"],
+        annotation=config["annotation"],
         compression=config["h5ad_compression"],
     log:
         "logs/annotate/annotate.log",
@@ -36,7 +35,7 @@ rule annotate:
     threads: 2
     resources:
         mem_mb=scaled_mem_mb(2000, 3 * H5AD_MB),
-        runtime=lambda wc, attempt: 20 * attempt,
+        runtime=scaled_runtime(20, 0.02),
     conda:
         "../../envs/mscflow.yaml"
     script:

@@ -1,5 +1,7 @@
 # Merge samples, normalise, HVG, PCA, neighbours, Leiden at several resolutions, UMAP, markers.
 
+final_outputs("results/cluster/markers.tsv", "results/cluster/resolution_agreement.tsv")
+
 
 rule cluster:
     input:
@@ -25,7 +27,7 @@ rule cluster:
     threads: 2
     resources:
         mem_mb=scaled_mem_mb(3000, 12 * H5AD_MB),
-        runtime=lambda wc, attempt: 60 * attempt,
+        runtime=scaled_runtime(60, 0.05),
     conda:
         "../../envs/mscflow.yaml"
     script:

@@ -1,10 +1,25 @@
-# Replicate-aware condition contrasts (issue 5): score shifts, composition, pseudobulk DE,
-# GSEA and their report plots. Needs from common.smk: config, samples, mem_mb_for,
-# programme_gmts, programme_gmt_species, species_of_run.
+# Replicate-aware condition contrasts: score shifts, composition, pseudobulk DE, GSEA and
+# their report plots. Each script calls one stage of mscflow.contrast.stages.
+# Needs from common.smk: config (validated, schema defaults filled), final_outputs,
+# scaled_mem_mb, scaled_runtime, H5AD_MB.
+CONTRAST_DIR = "results/contrasts"
+CONTRAST_NAMES = [str(c["name"]) for c in config["contrasts"]]
 CONTRAST_COMMON = dict(
-    contrasts=config.get("contrasts") or [],
-    settings=CONTRAST_SETTINGS,
+    contrasts=config["contrasts"],
+    settings=config["contrast_settings"],
 )
+GENESET_LIBRARY = "results/genesets/library.json"
+
+if CONTRAST_NAMES:
+    final_outputs(
+        *(f"{CONTRAST_DIR}/{table}.{ext}" for table in
+          ("score_shifts", "composition", "pseudobulk_de", "gsea") for ext in ("tsv", "parquet")),
+        f"{CONTRAST_DIR}/summary.tsv",
+        f"{CONTRAST_DIR}/plots/score_shifts_forest.png",
+        f"{CONTRAST_DIR}/plots/composition_bars.png",
+        *expand(f"{CONTRAST_DIR}/plots/volcano_{{contrast}}.png", contrast=CONTRAST_NAMES),
+        *expand(f"{CONTRAST_DIR}/plots/gsea_{{contrast}}.png", contrast=CONTRAST_NAMES),
+    )
 
 
 rule contrast_score_shifts:
@@ -30,7 +45,7 @@ rule contrast_score_shifts:
     threads: 1
     resources:
         mem_mb=scaled_mem_mb(1500, H5AD_MB),
-        runtime=lambda wc, attempt: 15 * attempt,
+        runtime=scaled_runtime(15, 0.005 * H5AD_MB),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -60,7 +75,7 @@ rule contrast_composition:
     threads: 1
     resources:
         mem_mb=scaled_mem_mb(1500, H5AD_MB),
-        runtime=lambda wc, attempt: 10 * attempt,
+        runtime=scaled_runtime(10, 0.005 * H5AD_MB),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -83,7 +98,7 @@ rule contrast_pseudobulk_de:
     threads: 2
     resources:
         mem_mb=scaled_mem_mb(2000, 3 * H5AD_MB),
-        runtime=lambda wc, attempt: 60 * attempt,
+        runtime=scaled_runtime(60, 0.02 * H5AD_MB),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -93,10 +108,7 @@ rule contrast_pseudobulk_de:
 rule contrast_gsea:
     input:
         de=f"{CONTRAST_DIR}/pseudobulk_de.parquet",
-        h5ad="results/annotate/annotated.h5ad",
-        gmts=programme_gmts(),
-        synonyms=config["genesets"].get("synonyms", "resources/genesets/symbol_synonyms.tsv"),
-        orthologs=config["genesets"].get("orthologs", "resources/orthologs/mouse_human_hcop.tsv.gz"),
+        library=GENESET_LIBRARY,
     output:
         tsv=report(
             f"{CONTRAST_DIR}/gsea.tsv",
@@ -107,18 +119,15 @@ rule contrast_gsea:
         ),
         parquet=f"{CONTRAST_DIR}/gsea.parquet",
     params:
-        **CONTRAST_COMMON,
-        gmt_species=programme_gmt_species(),
-        data_species=species_of_run(),
-        min_genes=config["genesets"]["min_genes"],
+        settings=config["contrast_settings"],
     log:
         "logs/contrasts/gsea.log",
     benchmark:
         "benchmarks/contrasts/gsea.tsv"
     threads: 1
     resources:
-        mem_mb=scaled_mem_mb(1500, H5AD_MB),
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=scaled_mem_mb(1500, 10),
+        runtime=scaled_runtime(30, 0.5),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -145,8 +154,8 @@ rule contrast_summary:
         "benchmarks/contrasts/summary.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=scaled_mem_mb(750, 6),
+        runtime=scaled_runtime(5, 0.05),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -165,15 +174,15 @@ rule contrast_plot_forest:
             labels={"figure": "forest plot"},
         ),
     params:
-        **CONTRAST_COMMON,
+        settings=config["contrast_settings"],
     log:
         "logs/contrasts/plot_forest.log",
     benchmark:
         "benchmarks/contrasts/plot_forest.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=scaled_mem_mb(750, 6),
+        runtime=scaled_runtime(5, 0.05),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -198,8 +207,8 @@ rule contrast_plot_composition:
         "benchmarks/contrasts/plot_composition.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=scaled_mem_mb(750, 6),
+        runtime=scaled_runtime(5, 0.05),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -218,7 +227,7 @@ rule contrast_plot_volcano:
             labels={"figure": "volcano", "contrast": "{contrast}"},
         ),
     params:
-        fdr=CONTRAST_SETTINGS.get("fdr", 0.05),
+        fdr=config["contrast_settings"]["fdr"],
     wildcard_constraints:
         contrast="|".join(map(re.escape, CONTRAST_NAMES)) if CONTRAST_NAMES else "$^",
     log:
@@ -227,8 +236,8 @@ rule contrast_plot_volcano:
         "benchmarks/contrasts/plot_volcano_{contrast}.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=scaled_mem_mb(750, 10),
+        runtime=scaled_runtime(5, 0.1),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -239,10 +248,7 @@ rule contrast_plot_gsea:
     input:
         de=f"{CONTRAST_DIR}/pseudobulk_de.parquet",
         gsea=f"{CONTRAST_DIR}/gsea.parquet",
-        h5ad="results/annotate/annotated.h5ad",
-        gmts=programme_gmts(),
-        synonyms=config["genesets"].get("synonyms", "resources/genesets/symbol_synonyms.tsv"),
-        orthologs=config["genesets"].get("orthologs", "resources/orthologs/mouse_human_hcop.tsv.gz"),
+        library=GENESET_LIBRARY,
     output:
         png=report(
             f"{CONTRAST_DIR}/plots/gsea_{{contrast}}.png",
@@ -252,10 +258,7 @@ rule contrast_plot_gsea:
             labels={"figure": "GSEA enrichment", "contrast": "{contrast}"},
         ),
     params:
-        **CONTRAST_COMMON,
-        gmt_species=programme_gmt_species(),
-        data_species=species_of_run(),
-        min_genes=config["genesets"]["min_genes"],
+        settings=config["contrast_settings"],
     wildcard_constraints:
         contrast="|".join(map(re.escape, CONTRAST_NAMES)) if CONTRAST_NAMES else "$^",
     log:
@@ -264,8 +267,8 @@ rule contrast_plot_gsea:
         "benchmarks/contrasts/plot_gsea_{contrast}.tsv"
     threads: 1
     resources:
-        mem_mb=1500,
-        runtime=5,
+        mem_mb=scaled_mem_mb(1250, 10),
+        runtime=scaled_runtime(5, 0.1),
     conda:
         "../../envs/mscflow.yaml"
     script:

@@ -13,17 +13,15 @@ rule make_demo:
         planted=f"{DEMO_DIR}/planted_effects.tsv",
     params:
         outdir=lambda wc, output: os.path.dirname(output.sheet),
-        cells_per_sample=config["demo"].get("cells_per_sample", 1200),
-        replicates=config["demo"].get("replicates", 3),
-        seed=config["demo"].get("seed", 0),
+        demo=config["demo"],
     log:
         "logs/make_demo.log",
     benchmark:
         "benchmarks/make_demo.tsv"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 20 * attempt,
+        mem_mb=scaled_mem_mb(2000, 0),
+        runtime=scaled_runtime(20, 0),
     conda:
         "../../envs/mscflow.yaml"
     script:

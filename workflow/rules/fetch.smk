@@ -1,8 +1,7 @@
 # Fetch url rows of the sample sheet into the shared cache and unpack them.
 #
-# Needs: config["samples"] = path of the sample sheet (TSV); optional config["fetch"] block
-# (cache_dir, retries, backoff_s, max_backoff_s, connect_timeout_s, read_timeout_s).
-# The readable path of a url row is mscflow.fetch.fetched_path(row, config):
+# Needs from common.smk: FETCH_SPECS (url rows of the sheet), FETCH_SETTINGS (config `fetch`),
+# FETCH_CACHE_DIR. The readable path of a url row is mscflow.fetch.fetched_path(row):
 #   results/fetched/{sample}/10x_mtx | results/fetched/{sample}/matrix.h5 | .../matrix.h5ad
 # See docs/fetching.md.
 
@@ -22,8 +21,8 @@ rule fetch_url:
         "benchmarks/fetch/fetch_url/{sha256}.{filename}.tsv"
     threads: 1
     resources:
-        mem_mb=512,
-        runtime=240,
+        mem_mb=scaled_mem_mb(512, 0),
+        runtime=scaled_runtime(240, 0),
         fetch_slots=1,
     conda:
         "../../envs/fetch.yaml"
@@ -46,8 +45,8 @@ rule unpack_10x_mtx:
         "benchmarks/fetch/unpack/{sample}.10x_mtx.tsv"
     threads: 1
     resources:
-        mem_mb=1024,
-        runtime=120,
+        mem_mb=scaled_mem_mb(1024, 0),
+        runtime=scaled_runtime(120, 0.01),
     conda:
         "../../envs/fetch.yaml"
     script:
@@ -70,8 +69,8 @@ rule unpack_matrix_file:
         "benchmarks/fetch/unpack/{sample}.{ext}.tsv"
     threads: 1
     resources:
-        mem_mb=1024,
-        runtime=120,
+        mem_mb=scaled_mem_mb(1024, 0),
+        runtime=scaled_runtime(120, 0.01),
     conda:
         "../../envs/fetch.yaml"
     script:

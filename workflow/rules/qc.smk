@@ -1,5 +1,11 @@
 # Per-sample QC: read, metrics, MAD outlier flags, scrublet doublets, filter.
 
+final_outputs(
+    "results/qc/qc_summary.tsv",
+    "results/qc/plots/qc_distributions.png",
+    "results/qc/plots/doublet_scores.png",
+)
+
 
 rule qc_sample:
     input:
@@ -22,7 +28,7 @@ rule qc_sample:
     threads: 1
     resources:
         mem_mb=scaled_mem_mb(1500, 8),
-        runtime=lambda wc, attempt: 20 * attempt,
+        runtime=scaled_runtime(20, 0.05),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -62,7 +68,7 @@ rule qc_summary:
     threads: 1
     resources:
         mem_mb=scaled_mem_mb(1000, 20),
-        runtime=lambda wc, attempt: 10 * attempt,
+        runtime=scaled_runtime(10, 0.05),
     conda:
         "../../envs/mscflow.yaml"
     script:

@@ -18,6 +18,7 @@ REPORT_SOFTWARE_MODULES = [
     "mscflow.cluster",
     "mscflow.scoring",
     "mscflow.genesets",
+    "mscflow.config",
     "mscflow.annotate",
     "mscflow.summary",
     "mscflow.contrast",
@@ -25,7 +26,7 @@ REPORT_SOFTWARE_MODULES = [
     "mscflow.plotting_contrast",
 ]
 
-REPORT_OUTPUTS = [
+final_outputs(
     "results/report/run_overview.html",
     "results/report/samples.tsv",
     "results/report/software_versions.tsv",
@@ -33,7 +34,7 @@ REPORT_OUTPUTS = [
     "results/report/run_info.tsv",
     "results/plots/resolution_comparison.png",
     *expand("results/plots/mean_scores_{condition}.png", condition=sorted(REPORT_CONDITIONS)),
-]
+)
 
 
 rule report_overview:
@@ -83,7 +84,7 @@ rule report_overview:
     threads: 1
     resources:
         mem_mb=scaled_mem_mb(1500),
-        runtime=lambda wc, attempt: 10 * attempt,
+        runtime=scaled_runtime(10, 0),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -108,7 +109,7 @@ rule report_resolutions:
     threads: 1
     resources:
         mem_mb=scaled_mem_mb(1000),
-        runtime=lambda wc, attempt: 5 * attempt,
+        runtime=scaled_runtime(5, 0),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -138,7 +139,7 @@ rule report_mean_score_heatmap:
     threads: 1
     resources:
         mem_mb=scaled_mem_mb(1000, 3),
-        runtime=lambda wc, attempt: 5 * attempt,
+        runtime=scaled_runtime(5, 0),
     conda:
         "../../envs/mscflow.yaml"
     script:

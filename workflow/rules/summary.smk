@@ -1,5 +1,14 @@
 # Summaries across samples and the figures of the report.
 
+final_outputs(
+    "results/summary/cluster_sizes.tsv",
+    "results/summary/mean_scores.tsv",
+    "results/plots/umap_overview.png",
+    "results/plots/umap_scores.png",
+    "results/plots/score_violins.png",
+    "results/plots/marker_dotplot.png",
+)
+
 
 rule summarise:
     input:
@@ -28,7 +37,7 @@ rule summarise:
     threads: 1
     resources:
         mem_mb=scaled_mem_mb(1500, 3 * H5AD_MB),
-        runtime=lambda wc, attempt: 10 * attempt,
+        runtime=scaled_runtime(10, 0.02),
     conda:
         "../../envs/mscflow.yaml"
     script:
@@ -69,7 +78,7 @@ rule plot_embeddings:
         ),
     params:
         cluster_key=default_cluster_key(),
-        report_sets=config.get("report", {}).get("score_sets", REPORT_SCORE_SETS),
+        report_sets=config["report"]["score_sets"],
     log:
         "logs/summary/plot_embeddings.log",
     benchmark:
@@ -77,7 +86,7 @@ rule plot_embeddings:
     threads: 1
     resources:
         mem_mb=scaled_mem_mb(2000, 3 * H5AD_MB),
-        runtime=lambda wc, attempt: 15 * attempt,
+        runtime=scaled_runtime(15, 0.02),
     conda:
         "../../envs/mscflow.yaml"
     script:

@@ -2,10 +2,10 @@
 
 import pandas as pd
 
+from mscflow import job
 from mscflow.plotting_contrast import composition_bars, save_figure
-from mscflow.workflow import setup_logging
 
 smk = snakemake  # noqa: F821
-setup_logging(smk.log[0])
+log = job.start(smk)
 props = pd.read_csv(smk.input.proportions, sep="\t", dtype={"sample": str})
 save_figure(composition_bars(props, pd.read_parquet(smk.input.tests)), smk.output.png)

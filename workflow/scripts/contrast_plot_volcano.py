@@ -2,10 +2,10 @@
 
 import pandas as pd
 
+from mscflow import job
 from mscflow.plotting_contrast import save_figure, volcano_plot
-from mscflow.workflow import setup_logging
 
 smk = snakemake  # noqa: F821
-setup_logging(smk.log[0])
+log = job.start(smk)
 de = pd.read_parquet(smk.input.de)
 save_figure(volcano_plot(de, smk.wildcards.contrast, smk.params.fdr), smk.output.png)

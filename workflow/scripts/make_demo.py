@@ -1,17 +1,11 @@
 """Rule make_demo: write the synthetic demo data set and its truth."""
 
+from mscflow import job
 from mscflow.demo import DemoSpec, generate_demo
 from mscflow.genesets import read_gmt
-from mscflow.workflow import setup_logging
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-params = snakemake.params  # noqa: F821
-spec = DemoSpec(seed=params.seed, cells_per_sample=params.cells_per_sample,
-                replicates=params.replicates)
-sheet = generate_demo(
-    params.outdir,
-    read_gmt(snakemake.input.programmes),  # noqa: F821
-    read_gmt(snakemake.input.markers),  # noqa: F821
-    spec,
-)
-log.info("wrote %d demo samples to %s", len(sheet), params.outdir)
+smk = snakemake  # noqa: F821
+log = job.start(smk)
+sheet = generate_demo(smk.params.outdir, read_gmt(smk.input.programmes),
+                      read_gmt(smk.input.markers), DemoSpec.from_config(smk.params.demo))
+log.info("wrote %d demo samples to %s", len(sheet), smk.params.outdir)

@@ -3,11 +3,11 @@
 import anndata as ad
 import scanpy as sc
 
+from mscflow import job
 from mscflow.plotting import save, score_violins, set_style, umap_panels
-from mscflow.workflow import setup_logging
 
 smk = snakemake  # noqa: F821
-log = setup_logging(smk.log[0])
+log = job.start(smk)
 adata = ad.read_h5ad(smk.input.h5ad)
 key = smk.params.cluster_key
 save(umap_panels(adata, [key, "sample", "condition", "cell_type"],

@@ -2,12 +2,12 @@
 
 import pandas as pd
 
+from mscflow import job
 from mscflow.io import write_table_atomic
 from mscflow.plotting import doublet_scores, qc_distributions, save
-from mscflow.workflow import setup_logging
 
 smk = snakemake  # noqa: F821
-log = setup_logging(smk.log[0])
+log = job.start(smk)
 summary = pd.concat([pd.read_csv(p, sep="\t") for p in smk.input.summaries], ignore_index=True)
 metrics = pd.concat([pd.read_csv(p, sep="\t") for p in smk.input.metrics], ignore_index=True)
 write_table_atomic(summary, smk.output.table)

@@ -2,11 +2,11 @@
 
 import pandas as pd
 
+from mscflow import job
 from mscflow.plotting import mean_score_heatmap, save
-from mscflow.workflow import setup_logging
 
 smk = snakemake  # noqa: F821
-log = setup_logging(smk.log[0])
+log = job.start(smk)
 mean_scores = pd.read_csv(smk.input.mean_scores, sep="\t")
 log.info("condition %s: %d rows", smk.params.condition,
          (mean_scores["condition"].astype(str) == smk.params.condition).sum())

@@ -1,10 +1,9 @@
 """Rule report_overview: samples, software versions, configuration and run information."""
 
-from pathlib import Path
-
 import pandas as pd
 
-from mscflow.io import write_table_atomic
+from mscflow import job
+from mscflow.io import write_table_atomic, write_text_atomic
 from mscflow.report import (
     flatten_config,
     git_version,
@@ -13,10 +12,10 @@ from mscflow.report import (
     samples_overview,
     software_versions,
 )
-from mscflow.workflow import read_sample_sheet, setup_logging
+from mscflow.samplesheet import read_sample_sheet
 
 smk = snakemake  # noqa: F821
-log = setup_logging(smk.log[0])
+log = job.start(smk)
 samples = samples_overview(read_sample_sheet(smk.input.sheet),
                            pd.read_csv(smk.input.qc, sep="\t"))
 software = software_versions(smk.params.modules)
@@ -29,7 +28,5 @@ write_table_atomic(samples, smk.output.samples)
 write_table_atomic(software, smk.output.software)
 write_table_atomic(config, smk.output.config)
 write_table_atomic(info, smk.output.info)
-html = Path(smk.output.html)
-tmp = html.with_name(f".{html.name}.tmp")
-tmp.write_text(overview_html(info, samples, software, config, workflow_commit=commit))
-tmp.replace(html)
+write_text_atomic(overview_html(info, samples, software, config, workflow_commit=commit),
+                  smk.output.html)

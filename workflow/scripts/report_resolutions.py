@@ -2,11 +2,11 @@
 
 import pandas as pd
 
+from mscflow import job
 from mscflow.plotting import resolution_comparison, save
-from mscflow.workflow import setup_logging
 
 smk = snakemake  # noqa: F821
-log = setup_logging(smk.log[0])
+log = job.start(smk)
 agreement = pd.read_csv(smk.input.agreement, sep="\t")
 log.info("%d resolution pairs", len(agreement))
 save(resolution_comparison(agreement), smk.output.figure)

@@ -2,13 +2,13 @@
 
 import anndata as ad
 
+from mscflow import job
 from mscflow.cluster import cluster_sizes
 from mscflow.io import write_table_atomic
 from mscflow.summary import mean_scores
-from mscflow.workflow import setup_logging
 
 smk = snakemake  # noqa: F821
-log = setup_logging(smk.log[0])
+log = job.start(smk)
 obs = ad.read_h5ad(smk.input.h5ad, backed="r").obs
 write_table_atomic(cluster_sizes(obs, smk.params.cluster_key), smk.output.sizes)
 write_table_atomic(mean_scores(obs, smk.params.cluster_key), smk.output.mean_scores)
