@@ -64,6 +64,16 @@ def final_outputs(*paths):
     FINAL_OUTPUTS.extend(paths)
 
 
+# Tables of replicate-aware tests that rule contrast_summary summarises (analysis name ->
+# parquet); each stage with condition tests adds its own with contrast_tables().
+CONTRAST_TABLES = {}
+
+
+def contrast_tables(**tables):
+    """Register tables (analysis name -> parquet path) for the contrast summary."""
+    CONTRAST_TABLES.update(tables)
+
+
 def gene_set_files():
     """Every GMT, synonym and ortholog file the run's gene-set library is built from."""
     gs = config["genesets"]

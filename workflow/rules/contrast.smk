@@ -9,6 +9,10 @@ CONTRAST_COMMON = dict(
     settings=config["contrast_settings"],
 )
 GENESET_LIBRARY = "results/genesets/library.json"
+contrast_tables(**{
+    analysis: f"{CONTRAST_DIR}/{analysis}.parquet"
+    for analysis in ("score_shifts", "composition", "pseudobulk_de", "gsea")
+})
 
 if CONTRAST_NAMES:
     final_outputs(
@@ -136,10 +140,7 @@ rule contrast_gsea:
 
 rule contrast_summary:
     input:
-        score_shifts=f"{CONTRAST_DIR}/score_shifts.parquet",
-        composition=f"{CONTRAST_DIR}/composition.parquet",
-        pseudobulk_de=f"{CONTRAST_DIR}/pseudobulk_de.parquet",
-        gsea=f"{CONTRAST_DIR}/gsea.parquet",
+        unpack(lambda wc: CONTRAST_TABLES),
     output:
         tsv=report(
             f"{CONTRAST_DIR}/summary.tsv",
