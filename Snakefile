@@ -19,8 +19,12 @@ include: "workflow/rules/cluster.smk"
 include: "workflow/rules/genesets.smk"
 include: "workflow/rules/scoring.smk"
 include: "workflow/rules/annotate.smk"
+include: "workflow/rules/labels.smk"
+include: "workflow/rules/integration.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/contrast.smk"
+include: "workflow/rules/communication.smk"
+include: "workflow/rules/trajectory.smk"
 include: "workflow/rules/report.smk"
 
 

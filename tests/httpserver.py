@@ -141,3 +141,84 @@ class FaultyServer:
                 self.wfile.write(body)
 
         return Handler
+
+
+# --------------------------------------------------------------------------- GEO-shaped tree
+
+
+def listing_html(names: list[str]) -> bytes:
+    """An HTTP directory index (as GEO's HTTPS server shows a folder) linking ``names``."""
+    from urllib.parse import quote
+
+    links = "".join(f'<a href="{quote(n)}">{n}</a>   2024-01-01 00:00   1K\n' for n in names)
+    return (f'<html><head><title>Index</title></head><body><h1>Index</h1><pre>'
+            f'<a href="?C=N;O=D">Name</a>\n<a href="/geo/">Parent Directory</a>\n{links}'
+            '</pre></body></html>').encode()
+
+
+def series_matrix(samples: list[dict], title: str = "a series") -> bytes:
+    """A gzipped GEO series matrix. Each sample: ``gsm``, ``title``, ``organism``,
+    ``characteristics`` (key -> value; one line per key, as GEO writes them) and
+    ``files`` (ftp:// URLs of its supplementary files)."""
+    import gzip
+
+    def line(key: str, values: list[str]) -> str:
+        return key + "".join(f'\t"{v}"' for v in values) + "\n"
+
+    keys = list(dict.fromkeys(k for s in samples for k in s.get("characteristics", {})))
+    n_files = max((len(s.get("files", [])) for s in samples), default=0)
+    text = f'!Series_title\t"{title}"\n!Series_geo_accession\t"GSE0"\n'
+    text += line("!Sample_title", [s["title"] for s in samples])
+    text += line("!Sample_geo_accession", [s["gsm"] for s in samples])
+    text += line("!Sample_source_name_ch1", [s.get("source", "tissue") for s in samples])
+    text += line("!Sample_organism_ch1", [s["organism"] for s in samples])
+    for key in keys:
+        text += line("!Sample_characteristics_ch1",
+                     [f"{key}: {s['characteristics'][key]}" if key in s.get("characteristics",
+                                                                              {}) else ""
+                      for s in samples])
+    for i in range(n_files):
+        text += line(f"!Sample_supplementary_file_{i + 1}",
+                     [s["files"][i] if i < len(s.get("files", [])) else "NONE" for s in samples])
+    text += '!series_matrix_table_begin\n"ID_REF"' + "".join(
+        f'\t"{s["gsm"]}"' for s in samples) + "\n!series_matrix_table_end\n"
+    return gzip.compress(text.encode())
+
+
+def filelist_txt(archive: str, members: dict[str, bytes]) -> bytes:
+    """GEO's filelist.txt describing ``archive`` and its members."""
+    size = sum(len(v) for v in members.values())
+    rows = ["#Archive/File\tName\tTime\tSize\tType",
+            f"Archive\t{archive}\t01/01/2024 00:00:00\t{size}\tTAR"]
+    rows += [f"File\t{name}\t01/01/2024 00:00:00\t{len(data)}\t"
+             f"{name.rsplit('.', 2)[-2].upper() if name.endswith('.gz') else 'TXT'}"
+             for name, data in members.items()]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def serve_geo_series(srv: FaultyServer, accession: str, samples: list[dict], *,
+                     raw_tar: bytes | None = None, raw_members: dict[str, bytes] | None = None,
+                     sample_files: dict[str, bytes] | None = None, matrices: int = 1) -> str:
+    """Serve a GEO series on ``srv`` under GEO's paths (``/geo/series/GSEnnn/GSE/...``):
+    ``matrix/`` with its listing and series matrices (split over ``matrices`` platforms),
+    ``suppl/`` with ``<GSE>_RAW.tar`` and ``filelist.txt`` when ``raw_tar`` is given, and
+    each sample's own files (``/geo/samples/...``, ``sample_files``: URL path -> bytes).
+    Returns the prefix to map ``https://ftp.ncbi.nlm.nih.gov`` to (``fetch.mirrors``)."""
+    import re as _re
+
+    base = f"/geo/series/{_re.sub(r'[0-9]{1,3}$', 'nnn', accession)}/{accession}"
+    names = [f"{accession}_series_matrix.txt.gz"] if matrices == 1 else [
+        f"{accession}-GPL{i}_series_matrix.txt.gz" for i in range(1, matrices + 1)]
+    srv.add(f"{base}/matrix/", listing_html(names))
+    for i, name in enumerate(names):
+        srv.add(f"{base}/matrix/{name}", series_matrix(samples[i::matrices]))
+    suppl = []
+    if raw_tar is not None:
+        suppl = [f"{accession}_RAW.tar", "filelist.txt"]
+        srv.add(f"{base}/suppl/{accession}_RAW.tar", raw_tar)
+        srv.add(f"{base}/suppl/filelist.txt",
+                filelist_txt(f"{accession}_RAW.tar", raw_members or {}))
+    srv.add(f"{base}/suppl/", listing_html(suppl))
+    for path, data in (sample_files or {}).items():
+        srv.add(path, data)
+    return srv.url("").rstrip("/")

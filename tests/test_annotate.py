@@ -99,10 +99,37 @@ def test_annotate_writes_obs_and_tables():
 
 def test_annotate_errors():
     adata = _toy_adata()
-    with pytest.raises(ValueError, match="'x' has none of its genes"):
-        an.annotate(adata, {"x": ["Q1", "Q2"], "b_cell": ["B1"]}, cluster_key="clus")
     with pytest.raises(KeyError, match="cluster first"):
         an.annotate(adata, {"t_cell": ["A1"], "b_cell": ["B1"]}, cluster_key="leiden_9")
+
+
+def test_unusable_marker_sets_are_left_out_and_named(caplog):
+    """A set with none of its genes in the data (or dropped by the gene-set library) is not
+    a candidate label; the log names it and why."""
+    adata = _toy_adata()
+    with caplog.at_level("WARNING", logger="mscflow.annotate"):
+        _, per_cluster = an.annotate(
+            adata, {"x": ["Q1", "Q2"], "t_cell": ["A1", "A2", "A3"], "b_cell": ["B1", "B2"]},
+            cluster_key="clus", unusable={"nk_cell": "1 of 13 genes in the data"})
+    assert set(per_cluster["label"]) == {"t_cell", "b_cell"}
+    text = caplog.text
+    assert "2 candidate label(s) left out" in text
+    assert "nk_cell (1 of 13 genes in the data)" in text and "x (none of its genes" in text
+
+
+def test_tissue_left_without_labels_is_an_error_naming_it():
+    from mscflow.errors import InputDataError
+
+    adata = _toy_adata()  # lung and liver cells
+    with pytest.raises(InputDataError) as err:  # liver excludes AM: nothing left for it
+        an.annotate(adata, {"alveolar_macrophage": ["A1", "A2"], "gone": ["Q1"]},
+                    cluster_key="clus", unusable={"kupffer_cell": "0 of 11 genes"})
+    text = str(err.value)
+    assert "tissue 'liver' has no candidate label left" in text
+    assert "kupffer_cell" in text and "gone" in text and "genesets.min_genes" in text
+    # one candidate is enough: every lung and liver cell can get it
+    _, per_cluster = an.annotate(_toy_adata(), {"t_cell": ["A1", "A2"]}, cluster_key="clus")
+    assert set(per_cluster["label"]) <= {"t_cell", an.UNASSIGNED}
 
 
 # ---------------------------------------------------------------- real data

@@ -76,10 +76,11 @@ def test_fast_and_reference_settings_find_the_planted_groups(sample_files, fast:
     adata = merge_sample_files(paths)
     normalise(adata, 1e4)
     overrides = {} if fast else {"pca_solver": "arpack", "leiden_flavor": "leidenalg",
-                                 "neighbors_method": "sklearn", "umap_epochs": None}
+                                 "neighbors_method": "sklearn", "umap_epochs": None,
+                                 "scale": False, "integration": {"method": "none"}}
     settings = ClusterSettings.from_config({"n_top_genes": 300, "resolutions": [0.2],
                                             "default_resolution": 0.2, **overrides},
-                                           n_jobs=2, random_state=0)
+                                           n_jobs=2, random_state=0, batch_key="sample")
     embed_and_cluster(adata, settings)
     assert adjusted_rand_score(truth, adata.obs[leiden_key(0.2)]) > 0.95
     assert adata.obsm["X_umap"].shape == (adata.n_obs, 2)
@@ -93,7 +94,7 @@ def graph(sample_files) -> tuple[ad.AnnData, ClusterSettings]:
     adata = merge_sample_files(sample_files[0])
     normalise(adata, 1e4)
     settings = ClusterSettings.from_config({"n_top_genes": 300, "umap_epochs": 50}, n_jobs=2,
-                                           random_state=3)
+                                           random_state=3, batch_key="sample")
     embed_graph(adata, settings)
     return adata, settings
 
@@ -129,3 +130,34 @@ def test_umap_process_failure_is_reported(graph) -> None:
             (umap.dir / "input.npz").unlink()  # the child cannot read its input
             umap.collect(adata)
     assert umap.process.poll() is not None and not umap.dir.exists()
+
+
+@pytest.mark.parametrize("max_value", [10, None])
+def test_sparse_scaled_pca_equals_scanpy_scale_then_pca(max_value) -> None:
+    """cluster.scale: z-scored, clipped genes without densifying give scanpy's PCA."""
+    import scanpy as sc
+
+    from mscflow.cluster import pca
+
+    rng = np.random.default_rng(0)
+    rate = rng.gamma(0.3, 1, (1, 300)) * rng.lognormal(0, 0.5, (600, 1))
+    counts = rng.poisson(rate).astype(np.float32)
+    counts[:4, :10] = 200  # outliers the clipping caps
+    adata = ad.AnnData(sparse.csr_matrix(counts))
+    normalise(adata, 1e4)
+    adata.var["highly_variable"] = rng.random(300) < 0.7
+    settings = ClusterSettings.from_config({"scale_max_value": max_value}, n_jobs=1,
+                                           random_state=0, batch_key="sample")
+    pca(adata, settings, 15)
+    assert sparse.issparse(adata.X)
+    reference = adata[:, adata.var["highly_variable"]].copy()
+    sc.pp.scale(reference, max_value=max_value)
+    if max_value is not None:
+        assert reference.X.max() == max_value  # the clipping was exercised
+    sc.pp.pca(reference, n_comps=15, svd_solver="arpack", random_state=0)
+    np.testing.assert_allclose(np.abs(adata.obsm["X_pca"]), np.abs(reference.obsm["X_pca"]),
+                               atol=5e-3)
+    np.testing.assert_allclose(adata.uns["pca"]["variance"], reference.uns["pca"]["variance"],
+                               rtol=1e-4)
+    assert adata.varm["PCs"].shape == (300, 15)
+    assert not adata.varm["PCs"][~adata.var["highly_variable"].to_numpy()].any()

@@ -81,7 +81,38 @@ CASES = [
     Case("sheet-format-mismatch", "sample sheet", "`format` that does not match the path",
          ("format '10x_mtx' does not match path", "which is a file"),
          "10x_mtx for a Cell Ranger folder, 10x_h5 for .h5, h5ad for .h5ad"),
+    # --- sample sheet on h5ad/loom files (their columns read before any job runs) ---
+    Case("sheet-obs-column", "sample sheet", "`obs_filter` naming an obs column the file lacks",
+         ("obs column(s) ['donor'] of", "not in", "did you mean 'donor_id'"),
+         "use a column the message lists"),
+    Case("sheet-filter-no-cells", "sample sheet", "an `obs_filter` value that selects no cell",
+         ("obs_filter donor_id=D9 selects no cell", "'D1' (157)"),
+         "use a value the message lists (exact text, case included)"),
+    Case("sheet-filter-overlap", "sample sheet", "two rows whose filters select the same cells",
+         ("both select", "so they would be in two samples"),
+         "make the filters disjoint (add a `column=value` term)"),
+    Case("sheet-shared-path", "sample sheet", "rows sharing a path, one without `obs_filter`",
+         ("reads every cell of", "Give each row sharing a path"),
+         "give each row an `obs_filter`, or remove the repeated row"),
+    Case("sheet-no-raw", "sample sheet", "`layer: raw` on a file without `.raw`",
+         ("has no .raw (layers:",),
+         "leave `layer` empty (X) or name the raw-count layer"),
+    Case("sheet-var-symbols", "sample sheet", "`var_symbols` naming a var column the file lacks",
+         ("var column 'feature_nme'", "did you mean 'feature_name'"),
+         "use a var column the message lists (CELLxGENE: feature_name)"),
+    Case("sheet-ensembl-ids", "sample sheet", "Ensembl ids as gene names, no `var_symbols`",
+         ("are Ensembl ids", "gene sets need symbols"),
+         "set `var_symbols` to the symbol column (e.g. feature_name)"),
+    Case("sheet-other-species", "sample sheet", "gene ids of another species (ENSG in a mouse run)",
+         ("the sample sheet says mouse", "likely a human sample"),
+         "fix `species`, run human and mouse samples separately"),
+    Case("sheet-reading-columns-10x", "sample sheet", "`obs_filter`/`layer`/`var_symbols`/"
+         "`keep_obs` on a 10x row", ("apply to h5ad and loom files only",),
+         "empty those columns, or fix `format`"),
     # --- data (read and QC of one sample) ---
+    Case("data-normalised-x", "data", "normalised `X` with the counts in `.raw` (CELLxGENE)",
+         ("(X) holds non-integer values", "layer: raw", "(.raw.X)"),
+         "set `layer` to what the message offers"),
     Case("data-non-integer", "data", "normalised (non-integer) values instead of raw counts",
          ("holds non-integer values", "needs raw counts"),
          "set `layer` to the raw-count layer (e.g. counts)"),
@@ -111,9 +142,14 @@ CASES = [
          ("gene set 'empty_set' has no genes",), "add genes or remove the line"),
     Case("gmt-duplicate-name", "gene sets", "the same set name twice (in one or two files)",
          ("'pan_macrophage'", "set names must be unique"), "rename one of them"),
-    Case("gmt-too-few-genes", "gene sets", "a set with too few genes found in the data",
-         ("have fewer than", "genes in the mouse data"),
-         "check the set's species and symbols, or lower `genesets.min_genes`"),
+    Case("gmt-too-few-genes", "gene sets", "with `genesets.on_too_few: stop`: a set with too "
+         "few genes found in the data (the default, drop, leaves it out with a warning)",
+         ("have fewer than", "genes in the mouse data", "genesets.on_too_few: drop"),
+         "check the set's species and symbols, lower `genesets.min_genes`, or "
+         "`genesets.on_too_few: drop`"),
+    Case("annotation-tissue-no-labels", "gene sets", "a tissue left with no usable marker set "
+         "(restricted gene panel)", ("tissue 'liver' has no candidate label left",),
+         "use a fuller gene panel, lower `genesets.min_genes`, or add marker sets"),
     # --- runs ---
     Case("run-locked", "runs", "a second `snakemake` in the same working directory",
          ("Directory cannot be locked",),
@@ -441,11 +477,102 @@ def test_gene_set_functions(tmp_path: Path) -> None:
                         set_species="mouse", data_species="mouse", min_genes=3)
     assert_message("gmt-too-few-genes", str(err.value))
     assert "'tiny': 1 of 3 found" in str(err.value)
+    from mscflow.annotate import candidate_labels
+
+    with pytest.raises(ValueError) as err:
+        candidate_labels(["alveolar_macrophage"], ["lung", "liver"],
+                         {"kupffer_cell": "0 of 11 genes in the data"})
+    assert_message("annotation-tissue-no-labels", str(err.value))
+    assert "kupffer_cell" in str(err.value)
 
 
 # ----------------------------------------------------------------------------------------
-# data through the workflow: the QC job of a wrong-species sample and of a sample left
-# with too few cells stops with its message; nothing of later steps is written
+# public h5ad/loom files (tests/data/public): the sheet's reading columns, checked by
+# prepare_run before any job; each message names the sheet line, the sample and the file
+# ----------------------------------------------------------------------------------------
+PUBLIC = REPO / "tests" / "data" / "public"
+CELLXGENE = PUBLIC / "tm_lung_cellxgene.h5ad"
+
+
+def _public_row(sample: str, obs_filter: str = "", **columns: str) -> dict[str, str]:
+    return {"sample": sample, "tissue": "lung", "condition": "control", "replicate": "1",
+            "species": "mouse", "path": str(CELLXGENE), "format": "h5ad", "layer": "raw",
+            "obs_filter": obs_filter, "var_symbols": "feature_name", **columns}
+
+
+PUBLIC_SETUPS = {
+    "sheet-obs-column": [_public_row("D1", "donor=D1")],
+    "sheet-filter-no-cells": [_public_row("D9", "donor_id=D9")],
+    "sheet-filter-overlap": [_public_row("controls", "condition=control"),
+                             _public_row("D1", "donor_id=D1")],
+    "sheet-shared-path": [_public_row("D1", "donor_id=D1"), _public_row("everything")],
+    "sheet-no-raw": [_public_row("hvg", path=str(PUBLIC / "tm_lung_hvg2000.h5ad"),
+                                 var_symbols="")],
+    "sheet-var-symbols": [_public_row("D1", "donor_id=D1", var_symbols="feature_nme")],
+    "sheet-ensembl-ids": [_public_row("D1", "donor_id=D1", var_symbols="")],
+    "sheet-other-species": [_public_row("D1", "donor_id=D1", path="human.h5ad")],
+    "sheet-reading-columns-10x": [_public_row("tm", "donor_id=D1", path=str(
+        REPO / "tests/data/tabula-muris-lung-10X_P7_8"), format="10x_mtx", layer="",
+        var_symbols="")],
+}
+
+
+def _human_copy(path: Path) -> None:
+    """The CELLxGENE fixture as if human: ENSG ids, upper-case symbols."""
+    import anndata as ad
+
+    adata = ad.read_h5ad(CELLXGENE)
+    ids = [f"ENSG{i:011d}" for i in range(adata.n_vars)]
+    symbols = adata.var["feature_name"].astype(str).str.upper().tolist()
+    raw = adata.raw.to_adata()
+    raw.var_names = ids
+    adata.var = adata.var.assign(feature_name=symbols).set_axis(ids)
+    adata.raw = raw
+    _write_h5ad(adata, path)
+
+
+@pytest.mark.parametrize("case_id", list(PUBLIC_SETUPS))
+def test_public_file_errors_before_any_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           case_id: str) -> None:
+    import pandas as pd
+    import yaml
+    from conftest import make_workdir
+
+    from mscflow.config import prepare_run
+    from mscflow.errors import MscflowError
+
+    workdir = make_workdir(tmp_path / "w", with_contrasts=False)
+    pd.DataFrame(PUBLIC_SETUPS[case_id]).to_csv(workdir / "config" / "samples.tsv",
+                                               sep="\t", index=False)
+    if case_id == "sheet-other-species":
+        _human_copy(workdir / "human.h5ad")
+    monkeypatch.chdir(workdir)
+    config = yaml.safe_load(Path("config/config.yaml").read_text())
+    with pytest.raises(MscflowError) as err:
+        prepare_run(config, presets_dir=REPO / "config" / "presets")
+    message = str(err.value)
+    assert_message(case_id, message)
+    assert "sample sheet 'config/samples.tsv', line " in message
+    sample = PUBLIC_SETUPS[case_id][-1]["sample"]
+    assert f"sample '{sample}'" in message, "the message names the sample"
+    if case_id not in ("sheet-reading-columns-10x", "sheet-shared-path"):
+        assert Path(PUBLIC_SETUPS[case_id][-1]["path"]).name in message, "names the file"
+
+
+def test_normalised_x_with_counts_in_raw() -> None:
+    from mscflow.io import InputDataError, read_sample
+
+    with pytest.raises(InputDataError) as err:
+        read_sample(CELLXGENE, "h5ad", sample="D1", obs_filter="donor_id=D1",
+                    var_symbols="feature_name")
+    assert_message("data-normalised-x", str(err.value))
+    assert "sample 'D1'" in str(err.value) and str(CELLXGENE) in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------
+# data through the workflow: a wrong-species sample stops Snakemake before any job (the
+# sheet's files are checked at parse time); the QC job of a sample left with too few cells
+# stops with its message; nothing of later steps is written
 # ----------------------------------------------------------------------------------------
 @pytest.mark.workflow
 def test_qc_job_errors(small_inputs: Path,  # noqa: F811
@@ -456,20 +583,28 @@ def test_qc_job_errors(small_inputs: Path,  # noqa: F811
 
     workdir = small_workdir(tmp_path / "w", small_inputs, ["lung_control_1", "liver_MSC_1"],
                             {"qc": {"min_cells_per_sample": 1000}})
-    human = ad.read_h5ad(workdir / "data" / "liver_MSC_1.h5ad")
+    original = workdir / "data" / "liver_MSC_1.h5ad"
+    mouse_copy = tmp_path / "liver_MSC_1.mouse.h5ad"
+    mouse_copy.write_bytes(original.read_bytes())
+    human = ad.read_h5ad(original)
     human.var_names = [g.upper() for g in human.var_names]
     human.var_names_make_unique()
-    _write_h5ad(human, workdir / "data" / "liver_MSC_1.h5ad")
+    _write_h5ad(human, original)
     proc = run_snakemake(workdir, "--cores", "2", "--keep-going", "results/cluster/clustered.h5ad",
                          check=False)
     assert proc.returncode != 0
-    species_log = (workdir / "logs" / "qc" / "liver_MSC_1.log").read_text()
-    assert_message("data-wrong-species", species_log)
-    assert "sample 'liver_MSC_1'" in species_log
+    assert_message("data-wrong-species", proc.stderr)
+    assert "sample 'liver_MSC_1'" in proc.stderr and "data/liver_MSC_1.h5ad" in proc.stderr
+    assert not (workdir / "logs" / "qc").exists()  # stopped before any job
+
+    original.write_bytes(mouse_copy.read_bytes())
+    proc = run_snakemake(workdir, "--cores", "2", "--keep-going", "results/cluster/clustered.h5ad",
+                         check=False)
+    assert proc.returncode != 0
     few_log = (workdir / "logs" / "qc" / "lung_control_1.log").read_text()
     assert_message("data-too-few-cells", few_log)
     assert "sample 'lung_control_1'" in few_log and "doublet:" in few_log
-    for message in (species_log, few_log):
+    for message in (few_log,):
         assert "Traceback" not in message
         assert message.splitlines()[-1].split(": ", 1)[-1] in proc.stderr  # shown to the user
     assert not list((workdir / "results").rglob("*.h5ad")), "no h5ad may be written"

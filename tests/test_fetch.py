@@ -19,7 +19,7 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from mscflow import fetch, presets
+from mscflow import fetch
 from mscflow.errors import ConfigError, SampleSheetError
 from mscflow.io import read_sample
 from mscflow.samplesheet import read_sample_sheet
@@ -366,6 +366,53 @@ def test_mirrors_are_tried_in_turn(tmp_path):
         assert (srv.count("/mirror1"), srv.count("/mirror2")) == (1, 1)
 
 
+def test_loose_10x_files_are_one_sample(tmp_path, tenx_slice):
+    """A GEO sample's own three files (downloaded one by one) make one 10x folder."""
+    files = geo_files(tenx_slice, "GSM0000001_ctrl_")
+    paths = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    s = fetch.UrlSample("ctrl", " ".join(f"https://h/{n}" for n in files), "", "10x_mtx")
+    out = fetch.unpack(s, paths, tmp_path / "out")
+    assert read_sample(out, "10x_mtx", sample="ctrl").shape == (N_CELLS, N_GENES)
+    with pytest.raises(fetch.FetchError, match="no barcodes file"):
+        fetch.unpack(s, [p for p in paths if "barcodes" not in p.name], tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+
+
+def test_progress_bar_with_size_and_rate_in_the_log(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(fetch, "PROGRESS_DELAY_S", 0.0)
+    monkeypatch.setattr(fetch, "PROGRESS_INTERVAL_S", 0.0)
+    data = os.urandom(3 << 20)
+    with FaultyServer() as srv, caplog.at_level("INFO", logger="mscflow.fetch"):
+        url = srv.add("/big.bin", data)
+        fetch.download(url, tmp_path / "cache" / sha(data) / "big.bin", sha(data), sample="s",
+                       settings=fast(tmp_path))
+    bars = [r.getMessage() for r in caplog.records if "big.bin:" in r.getMessage()]
+    assert bars and "3.00M/3.00M" in bars[-1] and "B/s]" in bars[-1], bars
+
+
+def test_unreachable_host_and_mirror_rewrite(tmp_path):
+    data = os.urandom(1000)
+    with FaultyServer() as srv:
+        srv.add("/geo/x.bin", data)
+        mirrors = {"https://ftp.ncbi.nlm.nih.gov": srv.url("")}
+        public = "https://ftp.ncbi.nlm.nih.gov/geo/x.bin"
+        assert fetch.rewrite_url(public, mirrors) == srv.url("/geo/x.bin")
+        dest = tmp_path / "cache" / sha(data) / "x.bin"
+        fetch.download(public, dest, sha(data), sample="s",
+                       settings=fast(tmp_path, mirrors=mirrors))
+    assert dest.read_bytes() == data
+    with pytest.raises(fetch.HostUnreachable) as err:
+        fetch.download("https://no-such-host.invalid/GSE1_RAW.tar", tmp_path / "c" / "f",
+                       "a" * 64, sample="s9", settings=fast(tmp_path, retries=2))
+    message = str(err.value)
+    assert "\n" not in message and "cannot reach no-such-host.invalid" in message
+    assert "sample 's9' needs https://no-such-host.invalid/GSE1_RAW.tar" in message
+    assert not (tmp_path / "c" / "f").exists()
+
+
 # --------------------------------------------------------------------------- unsafe archives
 
 
@@ -449,7 +496,8 @@ def test_sheet_validation_messages(tmp_path):
         ({**good, "sha256": "TO_VERIFY"}, "python -m mscflow.fetch hash"),
         ({**good, "format": "csv"}, "format 'csv'"),
         ({**good, "path": "/data/x.h5ad"}, "both `path` and `url`"),
-        ({**good, "member": "TO_VERIFY"}, "member is TO_VERIFY"),
+        ({**good, "url": "https://h/a https://h/b"}, "holds 2 URLs"),
+        ({**good, "sha256": ""}, "not 64 hex digits"),
     ]
     for row, message in bad_cases:
         with pytest.raises(SampleSheetError, match=message):
@@ -462,59 +510,14 @@ def test_sheet_validation_messages(tmp_path):
                      + "\th5ad\n")
     assert fetch.url_samples(read_sample_sheet(sheet))["a"].sha256 == "a" * 64
     assert fetch.fetched_path(good) == "results/fetched/a/matrix.h5ad"
+    # rows a preset resolved: no sha256 (the lock has it), several files allowed
+    preset_row = {**good, "sha256": "", "url": "https://h/a/x.h5ad https://h/b/y.h5ad"}
+    spec = fetch.url_samples([preset_row], pinned_by_lock=True)["a"]
+    assert [f.key for f in spec.files] == [fetch.url_key("https://h/a/x.h5ad"),
+                                           fetch.url_key("https://h/b/y.h5ad")]
+    assert fetch.urls_for({"a": spec}, spec.files[1].key) == ["https://h/b/y.h5ad"]
     with pytest.raises(ConfigError, match="did you mean 'retries'"):
         fetch.FetchSettings.from_config({"retry": 3})
-
-
-# --------------------------------------------------------------------------- presets
-
-
-PRESETS = ROOT / "config" / "presets"
-SHEET_COLUMNS = {"sample", "url", "sha256", "format", "member", "species", "tissue",
-                 "condition"}
-
-
-def test_load_and_apply_preset(tmp_path):
-    (tmp_path / "p1").mkdir()
-    (tmp_path / "p1" / "samples.tsv").write_text("sample\n")
-    (tmp_path / "p1" / "config.yaml").write_text("species: human\nfetch: {retries: 9}\n")
-    samples, overrides = presets.load_preset("p1", tmp_path)
-    assert samples == (tmp_path / "p1" / "samples.tsv").resolve()
-    assert overrides == {"species": "human", "fetch": {"retries": 9}}
-    merged = presets.apply_preset(
-        {"preset": "p1", "species": "mouse", "fetch": {"retries": 4, "backoff_s": 1}},
-        tmp_path, cli_overrides={"preset": "p1", "fetch": {"backoff_s": 0.5}})
-    assert merged["species"] == "human" and merged["samples"] == str(samples)
-    assert merged["fetch"] == {"retries": 9, "backoff_s": 0.5}
-    assert presets.apply_preset({"a": 1}, tmp_path) == {"a": 1}
-    for name, message in [("../p1", "may only hold"), ("nope", "not found")]:
-        with pytest.raises(ConfigError, match=message):
-            presets.load_preset(name, tmp_path)
-    (tmp_path / "p2").mkdir()
-    (tmp_path / "p2" / "samples.tsv").write_text("sample\n")
-    (tmp_path / "p2" / "config.yaml").write_text("samples: other.tsv\n")
-    with pytest.raises(ConfigError, match="must not set `samples`"):
-        presets.load_preset("p2", tmp_path)
-
-
-def test_shipped_presets_are_complete_and_honest():
-    names = presets.list_presets(PRESETS)
-    assert len(names) >= 8
-    assert (PRESETS / "README.md").is_file()
-    for name in names:
-        samples, overrides = presets.load_preset(name, PRESETS)
-        readme = (PRESETS / name / "README.md").read_text()
-        assert "Cite" in readme and "Verified download: no" in readme, name
-        assert overrides.get("species") in ("mouse", "human"), name
-        rows = read_sample_sheet(samples, validate=False).to_dict("records")
-        assert rows and SHEET_COLUMNS <= set(rows[0]), (name, set(rows[0]))
-        for row in rows:  # placeholders are spelled out, never invented values
-            assert row["url"].startswith("https://") or row["url"] == "TO_VERIFY", (name, row)
-            assert row["format"] in fetch.FORMATS or row["format"].startswith("UNSUPPORTED_")
-            assert row["sha256"] == "TO_VERIFY" or fetch.SHA256_RE.match(row["sha256"])
-            if "TO_VERIFY" in row.values() or row["format"] not in fetch.FORMATS:
-                with pytest.raises(SampleSheetError):  # refused with a clear message
-                    fetch.url_sample_from_row(row)
 
 
 # --------------------------------------------------------------------------- workflow level

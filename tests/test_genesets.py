@@ -299,3 +299,53 @@ def test_old_symbol_in_set_finds_current_name(synonyms):
     assert found == {"Emr1": "Adgre1", "Cd68": "Cd68"} and renamed == {"Emr1": "Adgre1"}
     # synonyms are per species: a mouse old symbol does nothing for human data
     assert gs.resolve_synonyms(["EMR1"], ["Adgre1"], synonyms, "mouse") == ({}, {})
+
+
+# ---------------------------------------------------------------- restricted panels
+def test_set_below_min_genes_is_dropped_or_stops(caplog):
+    sets = {"ok": ["Cd68", "Marco", "Csf1r"], "thin": ["Cd68", "Nope1", "Nope2", "Nope3"]}
+    with caplog.at_level("WARNING", logger="mscflow.genesets"):
+        matched, report = gs.match_gene_sets(sets, ["Cd68", "Marco", "Csf1r"],
+                                             set_species="mouse", data_species="mouse",
+                                             min_genes=2, on_too_few="drop")
+    assert list(matched) == ["ok"]
+    rows = report.set_index("set")
+    assert rows.loc["ok", "status"] == "kept" and rows.loc["ok", "reason"] == ""
+    assert rows.loc["thin", "status"] == "dropped"
+    assert rows.loc["thin", "reason"] == "1 of 4 genes in the data, fewer than genesets.min_genes=2"
+    assert "gene set 'thin' dropped" in caplog.text
+    from mscflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="genesets.on_too_few: drop"):
+        gs.match_gene_sets(sets, ["Cd68", "Marco", "Csf1r"], set_species="mouse",
+                           data_species="mouse", min_genes=2, on_too_few="stop")
+
+
+def test_library_of_a_restricted_panel_lists_dropped_sets(tmp_path):
+    """The real curated GMTs on a 2,000-gene panel (tests/data/public/tm_lung_hvg2000.h5ad):
+    sets without enough genes are dropped from scoring and annotation, said in the report
+    and in the library; genesets.on_too_few: stop restores stopping."""
+    import anndata as ad
+
+    from mscflow.config import schema_defaults
+    from mscflow.errors import ConfigError
+
+    panel = ad.read_h5ad(ROOT / "tests/data/public/tm_lung_hvg2000.h5ad", backed="r").var_names
+    defaults = schema_defaults("genesets")
+    defaults = {k: (str(ROOT / v) if isinstance(v, str) and v.startswith("resources") else
+                    {s: str(ROOT / p) for s, p in v.items()} if isinstance(v, dict) else v)
+                for k, v in defaults.items()}
+    library = gs.library_stage(panel, gs.GeneSetSettings.from_config(defaults), species="mouse")
+    dropped = library.report[library.report["status"] == "dropped"]
+    assert len(dropped) > 0 and (dropped["reason"].str.contains("genesets.min_genes=3")).all()
+    for kind, table in dropped.groupby("kind"):
+        attr = library.programmes if kind == "programme" else library.markers
+        assert not set(table["set"]) & set(attr)
+        assert library.dropped_sets(kind) == dict(zip(table["set"], table["reason"],
+                                                      strict=True))
+    assert len(library.markers) >= 2 and len(library.programmes) >= 1
+    again = gs.GeneSetLibrary.from_json(library.to_json())
+    assert again.dropped == library.dropped
+    with pytest.raises(ConfigError, match="fewer than genesets.min_genes=3"):
+        gs.library_stage(panel, gs.GeneSetSettings.from_config(
+            {**defaults, "on_too_few": "stop"}), species="mouse")

@@ -145,6 +145,18 @@ def test_atomic_writers_leave_nothing_when_interrupted(tmp_path: Path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_gzipped_tables_are_identical_bytes_on_rewrite(tmp_path: Path) -> None:
+    """A .tsv.gz carries neither a timestamp nor the random temporary name in its header."""
+    from mscflow.io import write_table_atomic
+
+    table = pd.DataFrame({"cell": ["a", "b"], "score": [0.5, float("nan")]})
+    write_table_atomic(table, tmp_path / "one.tsv.gz", na_rep="NA")
+    write_table_atomic(table, tmp_path / "two.tsv.gz", na_rep="NA")
+    assert (tmp_path / "one.tsv.gz").read_bytes() == (tmp_path / "two.tsv.gz").read_bytes()
+    back = pd.read_csv(tmp_path / "one.tsv.gz", sep="\t")
+    pd.testing.assert_frame_equal(back, table)
+
+
 def test_sigterm_removes_pending_temp_file(tmp_path: Path) -> None:
     """A rule script killed with SIGTERM mid-write exits at once and removes its temp file."""
     code = textwrap.dedent(f"""

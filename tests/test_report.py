@@ -58,6 +58,9 @@ EXPECTED_COLUMNS = {
     "software_versions.tsv": list(SOFTWARE_COLUMNS),
     "config_used.tsv": list(CONFIG_COLUMNS),
     "run_info.tsv": list(RUN_INFO_COLUMNS),
+    "findings.tsv": ["analysis", "contrast", "tissue", "unit", "metric", "direction", "effect",
+                     "ci_low", "ci_high", "padj", "n_samples_condition",
+                     "n_samples_reference", "table_row"],
 }
 
 # Figures the issue asks for, per category (file names in the report).
@@ -196,6 +199,195 @@ def test_overview_html_is_self_contained() -> None:
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)
 
 
+# --- the explorer's data and the viewer-ready export -----------------------------------
+
+
+def test_report_settings_are_the_schema_keys_with_the_schema_defaults() -> None:
+    import dataclasses
+
+    from mscflow.config import ConfigError, section_schema
+    from mscflow.report import ReportSettings
+
+    schema = section_schema("report")["properties"]
+    fields = {f.name for f in dataclasses.fields(ReportSettings)
+              if not f.metadata.get("runtime")}
+    assert fields == set(schema)
+    built = ReportSettings.from_config({}, seed=3)
+    assert built.explorer_max_cells == schema["explorer_max_cells"]["default"]
+    assert built.findings_power == 0.8 and built.export_counts is True and built.seed == 3
+    with pytest.raises(ConfigError, match="explorer_max_cells"):
+        ReportSettings.from_config({"explorer_max_cells": 10}, seed=0)
+    with pytest.raises(ConfigError, match="did you mean 'findings_power'"):
+        ReportSettings.from_config({"findings_powr": 0.9}, seed=0)
+
+
+def test_stratified_subsample_keeps_each_stratum_share_and_is_seeded() -> None:
+    from mscflow.explorer import stratified_subsample
+
+    strata = pd.Series(["a"] * 900 + ["b"] * 90 + ["c"] * 9 + ["d"])
+    rows = stratified_subsample(strata, 100, seed=3)
+    assert len(rows) == 100 and np.all(np.diff(rows) > 0)
+    counts = strata.iloc[rows].value_counts()
+    assert counts["a"] == 89 and counts["b"] == 9 and counts["c"] == 1 and counts["d"] == 1
+    assert np.array_equal(rows, stratified_subsample(strata, 100, seed=3))
+    assert not np.array_equal(rows, stratified_subsample(strata, 100, seed=4))
+    assert np.array_equal(stratified_subsample(strata, 5000, seed=0), np.arange(1000))
+
+
+def test_quantise_keeps_values_to_a_65535th_of_their_range() -> None:
+    from mscflow.explorer import quantise
+
+    values = np.array([0.0, 0.0, 1.234567, 3.0, 2.5])
+    codes, lo, hi = quantise(values)
+    back = lo + codes * (hi - lo) / 65535
+    assert back[0] == 0.0 and np.abs(back - values).max() <= (hi - lo) / 65535 / 2 + 1e-12
+    assert quantise(np.ones(3))[0].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="non-finite"):
+        quantise(np.array([0.0, np.nan]))
+
+
+def _decode_explorer(page: str) -> tuple[dict, bytes]:
+    """The manifest and the decompressed data blob embedded in an explorer page."""
+    import base64
+    import gzip
+
+    manifest = json.loads(re.search(r'<script id="manifest" type="application/json">(.*?)'
+                                    r"</script>", page, flags=re.S).group(1))
+    blob = re.search(r'<script id="cells" type="application/octet-stream">(.*?)</script>',
+                     page, flags=re.S).group(1)
+    return manifest, gzip.decompress(base64.b64decode(blob))
+
+
+def _explorer_field(manifest: dict, data: bytes, name: str) -> np.ndarray:
+    entry = next(f for f in manifest["fields"] if f["name"] == name)
+    dtype = "<u2" if entry["levels"] > 255 else "u1"
+    codes = np.frombuffer(data, dtype=dtype, count=entry["length"], offset=entry["offset"])
+    if entry["kind"] == "categorical":
+        return np.array(entry["categories"])[codes]
+    return entry["lo"] + codes * (entry["hi"] - entry["lo"]) / entry["levels"]
+
+
+def test_explorer_page_embeds_plotly_and_every_field_offline() -> None:
+    from mscflow.explorer import explorer_data, explorer_html
+
+    rng = np.random.default_rng(0)
+    n = 400
+    obs = pd.DataFrame({
+        "leiden_1": rng.integers(0, 11, n).astype(str),
+        "cell_type": rng.choice(["momf", "t_cell", "new_type"], n),
+        "sample": rng.choice(["s1", "s2</script>"], n),
+        "condition": rng.choice(["control", "MSC"], n),
+        "tissue": "liver", "score_il10_stat3_response": rng.normal(size=n)})
+    genes = pd.DataFrame({"Il10": np.where(rng.random(n) < 0.3, rng.gamma(2, 1, n), 0.0)})
+    data = explorer_data(obs, rng.normal(size=(n, 2)), genes, cluster_key="leiden_1",
+                         n_total=1000, seed=0)
+    page = explorer_html(data, plotly_js="/* plotly stand-in __DATA__ </script> */")
+    assert "Showing 400 of 1,000 cells" in page and "stratified by sample" in page
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)
+    manifest, blob = _decode_explorer(page)
+    names = [f["name"] for f in manifest["fields"]]
+    assert names[:5] == ["leiden_1", "cell_type", "sample", "condition", "tissue"]
+    assert "score_il10_stat3_response" in names and "gene:Il10" in names
+    assert (_explorer_field(manifest, blob, "cell_type") == obs["cell_type"].to_numpy()).all()
+    assert (_explorer_field(manifest, blob, "sample") == obs["sample"].to_numpy()).all()
+    cluster = next(f for f in manifest["fields"] if f["name"] == "leiden_1")
+    assert cluster["categories"][:3] == ["0", "1", "2"] and cluster["categories"][-1] == "10"
+    il10 = _explorer_field(manifest, blob, "gene:Il10")
+    assert np.abs(il10 - genes["Il10"].to_numpy()).max() <= genes["Il10"].max() / 255 / 2 + 1e-9
+    score = _explorer_field(manifest, blob, "score_il10_stat3_response")
+    truth = obs["score_il10_stat3_response"].to_numpy()
+    assert np.abs(score - truth).max() <= np.ptp(truth) / 65535 / 2 + 1e-9
+    assert (il10[genes["Il10"].to_numpy() == 0] == 0).all()
+    # the stand-in's markers were not replaced, its closing tag was escaped
+    assert "plotly stand-in __DATA__ <\\/script>" in page
+    import plotly
+
+    real = explorer_html(data)
+    assert f"plotly.js v{plotly.offline.get_plotlyjs_version()}" in real
+    assert real == explorer_html(data), "the page must be identical for identical data"
+
+
+def _viewer_adata():
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    n, g = 50, 20
+    counts = sp.random(n, g, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    counts.data = np.ceil(counts.data * 10)
+    obs = pd.DataFrame({
+        "sample": pd.Categorical(rng.choice(["s1", "s2"], n)),
+        "cell_type": rng.choice(["momf", "t_cell", None], n).astype(object),
+        "leiden_1": pd.Categorical(rng.integers(0, 3, n)),
+        "n_genes": rng.integers(0, 100, n).astype(np.int64),
+        "big": np.full(n, 2**40, dtype=np.int64),
+        "maybe": pd.array(rng.choice([True, False, None], n), dtype="boolean"),
+        "flag": rng.random(n) < 0.5,
+        "score_x": rng.normal(size=n),
+        "count_nullable": pd.array(rng.integers(0, 5, n), dtype="Int64"),
+        "barcode": [f"AC{i:04d}" for i in range(n)],
+    }, index=[f"c{i}" for i in range(n)])
+    adata = ad.AnnData(X=sp.csr_matrix(np.log1p(counts.toarray())), obs=obs,
+                       var=pd.DataFrame(index=[f"G{i}" for i in range(g)]),
+                       layers={"counts": counts})
+    adata.obsm["X_umap"] = rng.normal(size=(n, 2))
+    adata.obsm["X_pca"] = rng.normal(size=(n, 5))
+    adata.obsp["connectivities"] = sp.identity(n, format="csr")
+    adata.uns["rank_genes_groups"] = {"params": {"method": "t-test"}}
+    return adata
+
+
+def test_viewer_ready_export_passes_cellxgene_checks_after_a_round_trip(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    import anndata as ad
+
+    from mscflow import export
+    from mscflow.export import viewer_problems, viewer_ready
+    from mscflow.io import write_h5ad_atomic
+
+    monkeypatch.setattr(export, "MAX_CATEGORIES", 20)  # per-cell text stays plain strings
+    source = _viewer_adata()
+    assert viewer_problems(source)  # the raw object has types cellxgene mishandles
+    out = viewer_ready(source, cluster_key="leiden_1", target_sum=1e4)
+    write_h5ad_atomic(out, tmp_path / "x.h5ad", compression="gzip")
+    back = ad.read_h5ad(tmp_path / "x.h5ad")
+    assert viewer_problems(back) == []
+    assert back.X.dtype == np.float32 and back.X.format == "csc"
+    assert (back.layers["counts"].toarray() == source.layers["counts"].toarray()).all()
+    assert set(back.obsm) == {"X_umap", "X_pca"} and not back.obsp and "rank_genes_groups" \
+        not in back.uns
+    assert back.obs["cell_type"].dtype == "category" and back.obs["barcode"].dtype == object
+    assert set(back.obs["cell_type"].cat.categories) <= {"momf", "t_cell", "NA"}
+    assert list(back.obs["leiden_1"].cat.categories) == ["0", "1", "2"]
+    assert back.obs["n_genes"].dtype == np.int32 and back.obs["big"].dtype == np.float32
+    assert back.obs["flag"].dtype == bool and back.obs["score_x"].dtype == np.float32
+    assert len(back.uns["cell_type_colors"]) == len(back.obs["cell_type"].cat.categories)
+    assert "log1p" in back.uns["mscflow"]["X"]
+    lean = viewer_ready(source, cluster_key="leiden_1", target_sum=1e4, keep_counts=False)
+    assert not lean.layers
+
+
+def test_viewer_problems_name_what_cellxgene_refuses() -> None:
+    from mscflow.export import viewer_problems, viewer_ready
+
+    good = viewer_ready(_viewer_adata(), cluster_key="leiden_1", target_sum=1e4)
+    cases = {
+        "obs names are not unique": lambda a: setattr(a, "obs_names", ["c0"] * a.n_obs),
+        "embedding obsm['X_umap'] missing": lambda a: a.obsm.__setitem__(
+            "X_umap", np.full((a.n_obs, 2), np.nan)),
+        "not supported by cellxgene": lambda a: a.obs.__setitem__(
+            "when", pd.Timestamp("2024-01-01")),
+        "are not #rrggbb": lambda a: a.uns.__setitem__(
+            "cell_type_colors", ["#ff0000ff"] * len(a.obs["cell_type"].cat.categories)),
+        "not categorical": lambda a: a.uns.__setitem__("score_x_colors", ["#ff0000"]),
+        "X must be float32": lambda a: setattr(a, "X", a.X.astype(np.float64)),
+    }
+    for message, spoil in cases.items():
+        adata = good.copy()
+        spoil(adata)
+        assert any(message in p for p in viewer_problems(adata)), message
+
+
 # --- captions of every report() in the rule files ----------------------------------------
 
 
@@ -293,17 +485,25 @@ def test_report_items_have_captions_files_and_columns(report_html: Path,
         "cells_out"].to_dict()
 
 
-def test_report_zip_unzips_with_index(demo_run: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def report_zip(demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """report.zip of the demo run, unpacked; returns its report/report.html."""
     run_snakemake(demo_run, "--report", "report.zip", "--report-stylesheet",
                   str(REPORT_STYLESHEET))
+    target = tmp_path_factory.mktemp("report_zip")
     with zipfile.ZipFile(demo_run / "report.zip") as archive:
         assert archive.testzip() is None
-        archive.extractall(tmp_path)
-    index = tmp_path / "report" / "report.html"
+        archive.extractall(target)
+    return target / "report" / "report.html"
+
+
+def test_report_zip_unzips_with_index(report_zip: Path) -> None:
+    index = report_zip
     assert index.is_file() and index.stat().st_size > 1e5
-    data = sorted((tmp_path / "report" / "data").rglob("*.png"))
+    data = sorted((index.parent / "data").rglob("*.png"))
     assert {p.name for p in data} >= set().union(*EXPECTED_FIGURES.values())
     assert all(p.read_bytes()[:8] == PNG_MAGIC for p in data)
+    assert len(list((index.parent / "data").rglob("explorer.html"))) == 1
 
 
 # --- the report in headless Chromium -----------------------------------------------------
@@ -337,7 +537,10 @@ def browser():
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run",
                 "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                "--window-size=1600,1000"):
+                "--window-size=1600,1000",
+                # WebGL (the explorer's scattergl) through software rendering, as headless
+                # Chromium without a GPU offers it only on request
+                "--enable-unsafe-swiftshader"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
@@ -504,5 +707,76 @@ def test_report_renders_in_headless_chromium(report_html: Path, browser) -> None
         assert heading in text, heading
     browser.save_screenshot(str(ARTIFACTS / "report_run_overview.png"))
 
+    problems = _page_problems(browser)
+    assert not problems, "\n".join(problems)
+
+
+def _open_item(driver, text: str):
+    """Click the eye of the menu row whose text holds ``text``; return the rendered frame."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    row = next(r for r in _menu_rows(driver) if text in r.text)
+    row.find_element(By.CSS_SELECTOR, "a[iconname=eye]").click()
+    kind, element = WebDriverWait(driver, 60).until(_rendered)
+    assert kind == "iframe", (text, kind)
+    return element
+
+
+def test_report_opens_on_the_findings(report_html: Path, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.get("about:blank")
+    _page_problems(browser)
+    browser.get(report_html.resolve().as_uri())
+    categories = report_data(report_html.read_text(), "categories")
+    order = [a.text.strip() for a in browser.find_elements(By.CSS_SELECTOR, "nav a")
+             if a.text.strip() in categories]
+    assert order[0] == "0. Findings", order
+    # the start page's text links to the findings
+    intro = browser.find_element(By.CSS_SELECTOR, "div.prose")
+    assert "Start with" in intro.text
+    intro.find_element(By.LINK_TEXT, "0. Findings").click()
+    WebDriverWait(browser, 20).until(lambda d: len(_menu_rows(d)) >= 4)
+    labels = [r.text for r in _menu_rows(browser)]
+    assert any("findings in words" in t for t in labels), labels
+    assert any("interactive UMAP explorer" in t for t in labels), labels
+
+    browser.switch_to.frame(_open_item(browser, "findings in words"))
+    heading = browser.find_element(By.TAG_NAME, "h1").text
+    sentences = browser.find_elements(By.CSS_SELECTOR, "li.finding")
+    browser.switch_to.default_content()
+    assert heading == "Findings" and len(sentences) > 10
+    browser.save_screenshot(str(ARTIFACTS / "report_findings.png"))
+    problems = _page_problems(browser)
+    assert not problems, "\n".join(problems)
+
+
+def test_explorer_runs_inside_report_zip(report_zip: Path, browser) -> None:
+    """The explorer inside the report (report.zip: items are files beside report.html;
+    a single-file report.html embeds items as data: URLs, which Chromium refuses to open in
+    a frame above 2 MB, so there the explorer is opened on its own)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.get("about:blank")
+    _page_problems(browser)
+    browser.get(report_zip.resolve().as_uri())
+    _click_link(browser, "0. Findings")
+    browser.switch_to.frame(_open_item(browser, "interactive UMAP explorer"))
+    WebDriverWait(browser, 120).until(
+        lambda d: d.execute_script("return window.explorer && window.explorer.renders >= 1"))
+    before = browser.execute_script("return document.getElementById('plot').data.length")
+    Select(browser.find_element(By.ID, "colour")).select_by_value("condition")
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+        "return window.explorer.renderedField === 'condition'"))
+    after = browser.execute_script(
+        "return document.getElementById('plot').data.map(t => t.name.split(' (')[0])")
+    browser.switch_to.default_content()
+    assert before > 2 and sorted(after) == ["MSC", "control"], (before, after)
+    browser.save_screenshot(str(ARTIFACTS / "report_explorer.png"))
     problems = _page_problems(browser)
     assert not problems, "\n".join(problems)

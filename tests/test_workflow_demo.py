@@ -103,25 +103,30 @@ def test_rerun_gives_identical_outputs(demo_run: Path, tmp_path: Path) -> None:
     assert _digest_tables(second) == _digest_tables(demo_run)
 
 
-def _planted_sets(run: Path) -> tuple[set[str], set[str]]:
-    """Programme sets mostly raised by the MSC effect, and sets with none of their genes."""
-    planted = pd.read_csv(run / "resources/demo/planted_effects.tsv", sep="\t")
-    fraction = planted.set_index("gene_set")["planted_gene_fraction"]
-    return set(fraction.index[fraction >= 0.5]), set(fraction.index[fraction == 0])
+def _score_truth(run: Path) -> pd.DataFrame:
+    """What the demo planted per tissue x cell type x programme set (``planted_status``:
+    planted, partial or unchanged; demo_truth.score_effects_table)."""
+    truth = pd.read_csv(run / "resources/demo/planted_score_effects.tsv", sep="\t")
+    return truth.rename(columns={"status": "planted_status"})
 
 
 def test_contrasts_find_planted_effects_and_few_others(demo_run: Path) -> None:
     shifts = pd.read_csv(demo_run / "results/contrasts/score_shifts.tsv", sep="\t")
     shifts = shifts[(shifts["metric"] == "mean") & (shifts["status"] == "tested")]
-    raised, untouched = _planted_sets(demo_run)
-    is_mac = shifts["cell_type"].isin(MACROPHAGES)
-    planted = shifts[is_mac & shifts["gene_set"].isin(raised)]
-    assert len(planted) >= 8, "each tissue's macrophages x raised sets must be tested"
+    keys = ["tissue", "condition", "reference", "cell_type", "gene_set"]
+    truth = _score_truth(demo_run)[[*keys, "planted_status"]]
+    shifts = shifts.merge(truth, on=keys, how="left", validate="many_to_one")
+    planted = shifts[shifts["planted_status"] == "planted"]
+    must_be_tested = {("lung", "alveolar_macrophage"), ("lung", "interstitial_macrophage"),
+                      ("liver", "kupffer_cell"), ("liver", "momf"), ("liver", "nk_cell"),
+                      ("liver", "neutrophil")}
+    assert must_be_tested <= set(zip(planted["tissue"], planted["cell_type"], strict=True))
     assert planted["significant"].all(), planted.loc[~planted["significant"], ["contrast",
                                                                               "cell_type",
                                                                               "gene_set"]]
     assert (planted["effect"] > 0).all()
-    null = shifts[~is_mac | shifts["gene_set"].isin(untouched)]
+    null = shifts[shifts["planted_status"] == "unchanged"]
+    assert len(null) > 100
     assert null["significant"].mean() <= 0.05, null["significant"].mean()
 
     composition = pd.read_csv(demo_run / "results/contrasts/composition.tsv", sep="\t")

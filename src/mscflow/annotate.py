@@ -5,10 +5,16 @@ gets the best-scoring label its tissue allows, and each cluster (within a tissue
 label with the best mean score, with two confidences: the margin between the best and the
 second label's mean score, and the fraction of the cluster's cells whose own label agrees.
 A cluster below any threshold is called ``"unassigned"``.
+
+Candidate labels are the marker sets the data can score: a set the gene-set library
+dropped (too few genes in a restricted panel) or with none of its genes in the data is
+left out, and the log says which; a tissue left with no candidate label is an error
+naming it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -17,6 +23,9 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from mscflow.config import Settings, settings_section
+from mscflow.errors import InputDataError
+
+log = logging.getLogger(__name__)
 
 UNASSIGNED = "unassigned"
 
@@ -82,8 +91,8 @@ def label_cells(
     ``scores``.
     """
     labels = list(scores.columns)
-    if len(labels) < 2:
-        raise ValueError("annotation needs at least two marker sets to choose between")
+    if not labels:
+        raise ValueError("annotation needs at least one marker set")
     allowed = allowed_mask(labels, None if tissues is None else tissues.loc[scores.index],
                            excluded)
     allowed = np.broadcast_to(allowed, scores.shape)
@@ -194,19 +203,46 @@ def _default_score_fn() -> ScoreFn:
 
 
 def _present_sets(marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]],
-                  var_names: pd.Index) -> dict[str, list[str]]:
-    """Keep the genes present in the data; a set with none is an error naming it."""
+                  var_names: pd.Index) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Keep the genes present in the data; a set with none is left out (returned with the
+    reason as the second value)."""
     present = set(var_names)
-    out = {}
+    out, unusable = {}, {}
     for name, genes in marker_sets.items():
         kept = [g for g in genes if g in present]
-        if not kept:
-            raise ValueError(
-                f"marker set {name!r} has none of its genes in the data "
-                f"({', '.join(list(genes)[:8])}...): match the sets to the data first "
-                "(mscflow.genesets.match_gene_sets) or fix the GMT file"
+        if kept:
+            out[name] = kept
+        else:
+            unusable[name] = f"none of its genes in the data ({', '.join(list(genes)[:5])})"
+    return out, unusable
+
+
+def candidate_labels(labels: Sequence[str], tissues: Sequence[str],
+                     unusable: Mapping[str, str],
+                     excluded: Mapping[str, frozenset[str] | set[str]] | None = None
+                     ) -> dict[str, list[str]]:
+    """Labels each tissue can be given: the usable marker sets minus the tissue's
+    exclusions. Logs the labels left out (``unusable``: set -> reason); raises
+    :class:`InputDataError` naming a tissue left with none."""
+    excluded = DEFAULT_EXCLUDED if excluded is None else excluded
+    if unusable:
+        log.warning("annotation: %d candidate label(s) left out, their marker sets are "
+                    "unusable: %s", len(unusable),
+                    "; ".join(f"{k} ({v})" for k, v in unusable.items()))
+    out = {}
+    for tissue in sorted(set(map(str, tissues))):
+        not_here = excluded.get(tissue.lower(), ())
+        out[tissue] = [lab for lab in labels if lab not in not_here]
+        if not out[tissue]:
+            lost = ", ".join(k for k in unusable if k not in not_here) or "none"
+            raise InputDataError(
+                f"annotation: tissue '{tissue}' has no candidate label left: the marker sets "
+                f"it allows are unusable in this data (left out: {lost}; not allowed in "
+                f"{tissue}: {', '.join(sorted(not_here)) or 'none'}). Use data with a fuller "
+                "gene panel, lower genesets.min_genes, or add marker sets for this tissue "
+                "(genesets.markers)."
             )
-        out[name] = kept
+        log.info("annotation: tissue %s: %d candidate labels", tissue, len(out[tissue]))
     return out
 
 
@@ -227,6 +263,7 @@ def annotate(
     random_state: int = 0,
     score_fn: ScoreFn | None = None,
     key_added: str = "celltype",
+    unusable: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Label cells and clusters; write labels and confidences to ``adata.obs``.
 
@@ -236,7 +273,9 @@ def annotate(
     ``DEFAULT_EXCLUDED``); ``None`` or a missing column restricts nothing. ``scores``
     (cells x sets) skips scoring; otherwise ``score_fn`` (default
     ``mscflow.scoring.score_gene_sets``) is called with ``method``, ``layer`` and
-    ``random_state``.
+    ``random_state``. ``unusable`` names marker sets already left out (e.g. dropped by
+    the gene-set library) with the reason, for the log and the error of a tissue left
+    without labels (:func:`candidate_labels`).
 
     Writes obs columns ``{key_added}`` (cluster-level label), ``{key_added}_cell``,
     ``{key_added}_cell_margin``, ``{key_added}_margin`` and
@@ -248,7 +287,9 @@ def annotate(
     tissues = None
     if tissue_key is not None and tissue_key in adata.obs:
         tissues = adata.obs[tissue_key].astype(str)
-    sets = _present_sets(marker_sets, adata.var_names)
+    sets, not_present = _present_sets(marker_sets, adata.var_names)
+    candidate_labels(list(sets), tissues.unique() if tissues is not None else [""],
+                     {**(unusable or {}), **not_present}, excluded)
     if scores is None:
         fn = score_fn or _default_score_fn()
         scores = fn(adata, sets, method=method, layer=layer, random_state=random_state)
@@ -320,15 +361,18 @@ def marker_dotplot_data(
 
 def annotate_stage(adata: AnnData, marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]],
                    marker_scores: pd.DataFrame, programme_scores: pd.DataFrame,
-                   settings: AnnotationSettings, *, cluster_key: str
+                   settings: AnnotationSettings, *, cluster_key: str,
+                   dropped_markers: Mapping[str, str] | None = None,
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The annotation stage: label clusters from the marker scores of the scoring stage,
     add the programme scores to obs as ``score_<set>``, and return (per-cell table,
-    per-cluster table, marker dot-plot data). ``adata`` gains ``cell_type`` and friends."""
+    per-cluster table, marker dot-plot data). ``adata`` gains ``cell_type`` and friends.
+    ``dropped_markers`` (set -> reason, from the gene-set library) are reported as labels
+    left out."""
     per_cell, per_cluster = annotate(
         adata, marker_sets, cluster_key=cluster_key, tissue_key="tissue",
         scores=marker_scores, min_margin=settings.min_margin,
-        min_fraction=settings.min_fraction, key_added="cell_type",
+        min_fraction=settings.min_fraction, key_added="cell_type", unusable=dropped_markers,
     )
     for column in programme_scores.columns:
         adata.obs[f"score_{column}"] = programme_scores.loc[adata.obs_names, column].to_numpy()

@@ -29,7 +29,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -250,25 +250,38 @@ def _corrupt(sample: str, url: str, err: BaseException) -> FetchError:
     )
 
 
-def unpack_10x_mtx(src: str | Path, out_dir: str | Path, *, sample: str, url: str,
-                   member: str = "") -> Path:
-    """Write a Cell Ranger v3 folder (gzipped matrix, barcodes, features) to ``out_dir``.
+@contextlib.contextmanager
+def _open_loose(paths: Sequence[str | Path]) -> Iterator[tuple[dict[str, Path], Any]]:
+    """Yield (files by name, opener) for loose downloaded files (a GEO sample's 10x files)."""
+    yield {Path(p).name: Path(p) for p in paths}, lambda path: open(path, "rb")
+
+
+def unpack_10x_mtx(src: str | Path | Sequence[str | Path], out_dir: str | Path, *, sample: str,
+                   url: str, member: str = "") -> Path:
+    """Write a Cell Ranger v3 folder (gzipped matrix, barcodes, features) to ``out_dir``,
+    from an archive (``src`` one path) or from the loose 10x files (``src`` several paths).
 
     The folder appears under its final name only when complete and consistent.
     """
-    src, out_dir = Path(src), Path(out_dir)
-    kind = _archive_kind(src)
-    if kind not in ("tar", "zip"):
-        raise FetchError(
-            f"sample '{sample}': format 10x_mtx needs an archive (tar, tar.gz or zip) but "
-            f"{url} is {kind}. Use format h5ad or 10x_h5 for single files, or list the "
-            "three 10x files' archive instead."
-        )
+    out_dir = Path(out_dir)
+    if isinstance(src, (str, Path)):
+        src = Path(src)
+        kind = _archive_kind(src)
+        if kind not in ("tar", "zip"):
+            raise FetchError(
+                f"sample '{sample}': format 10x_mtx needs an archive (tar, tar.gz or zip) or "
+                f"the three 10x files, but {url} is {kind}. Use format h5ad or 10x_h5 for "
+                "single files."
+            )
+    else:
+        kind = "loose"
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         try:
-            with _open_archive(src, kind, sample, url) as (files, opener):
+            opened = _open_loose(src) if kind == "loose" else _open_archive(src, kind, sample,
+                                                                             url)
+            with opened as (files, opener):
                 chosen = assign_mtx_files(select_members(files, member), sample, url, member)
                 counts = {}
                 for role, name in chosen.items():

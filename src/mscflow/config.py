@@ -310,6 +310,7 @@ class Run:
 
     config: dict
     samples: pd.DataFrame
+    preset: Any = None  # mscflow.presets.ResolvedPreset of a preset run (its sheet and lock)
 
     @property
     def species(self) -> str:
@@ -371,7 +372,8 @@ def check_gene_set_files(genesets: Mapping, species: str, scoring_sets: Sequence
         )
 
 
-def prepare_run(config: Mapping, *, presets_dir: str | Path = "config/presets",
+def prepare_run(config: Mapping, *,
+                presets_dir: str | Path | Sequence[str | Path] = "config/presets",
                 cli_overrides: Mapping | None = None,
                 source: str = "config.yaml (with --config)") -> Run:
     """Everything checked before any job runs, in the order a user would fix it: preset,
@@ -381,14 +383,20 @@ def prepare_run(config: Mapping, *, presets_dir: str | Path = "config/presets",
     names the key, file, line or sample and the fix (docs/errors.md lists them).
     """
     from mscflow.contrast.settings import parse_contrasts
-    from mscflow.presets import apply_preset
-    from mscflow.samplesheet import check_samples, read_sample_sheet
+    from mscflow.presets import apply_preset, resolve_active_preset
+    from mscflow.samplesheet import check_sample_files, check_samples, read_sample_sheet
 
     merged = apply_preset(config, presets_dir, cli_overrides)
     filled = validate_config(merged, source=source)
+    preset = resolve_active_preset(filled, presets_dir)  # writes the sheet it resolves to
     samples = read_sample_sheet(filled["samples"])
-    check_samples(samples, sheet_path=filled["samples"], demo_dir=filled["demo"]["outdir"])
-    run = Run(filled, samples)
+    if preset is None:
+        check_samples(samples, sheet_path=filled["samples"], demo_dir=filled["demo"]["outdir"])
+    else:
+        preset.check_sheet(samples)
+    check_sample_files(samples, sheet_path=filled["samples"],
+                       demo_dir=filled["demo"]["outdir"])  # h5ad/loom columns
+    run = Run(filled, samples, preset)
     check_gene_set_files(filled["genesets"], run.species, filled["scoring"]["sets"])
     parse_contrasts(filled["contrasts"], samples)
     return run

@@ -2,9 +2,10 @@
 
 The generator writes a multi-sample data set in every input format the workflow reads
 (10x mtx v3 gzipped, 10x mtx v2 plain, 10x h5, h5ad with counts in a layer) together with
-the truth the tests check against.
+the truth the tests check against. Everything random comes from one generator seeded by
+``DemoSpec.seed``: the same spec writes the same bytes.
 
-Model (all effect sizes are parameters of :class:`DemoSpec`, documented there):
+Model (every effect size is a parameter of :class:`DemoSpec`, documented there):
 
 * Genes: every gene of the curated programme and marker GMT files, 13 mitochondrial genes,
   ribosomal and haemoglobin genes, and background genes drawn from real mouse symbols
@@ -12,49 +13,71 @@ Model (all effect sizes are parameters of :class:`DemoSpec`, documented there):
 * Expression: a shared baseline profile (gamma-distributed relative abundances); each cell
   type multiplies its marker genes by ``marker_fold`` and a private set of type genes by
   ``type_gene_fold``, with a small log-normal jitter on all genes. Macrophage populations
-  share the pan-macrophage genes.
+  share the pan-macrophage genes. Every gene with a planted condition effect in a cell type
+  is expressed there at baseline (at least ``programme_baseline`` x the mean abundance of a
+  non-ribosomal gene), as macrophages express efferocytosis and IL-10 genes in vivo.
 * Counts: negative binomial (dispersion ``nb_dispersion``) around library size x profile;
   library sizes log-normal (median ``median_umi``, log sd ``library_log_sd``).
+* Batches: every sample belongs to one of ``batches``; replicate r of the i-th tissue and
+  the j-th condition goes to batch (r - 1 + i + j) mod n_batches, so every tissue and every
+  condition holds every batch (3 replicates, 2 batches: 2:1 within a tissue x condition,
+  3:3 per tissue and per condition). A share ``batch_gene_fraction`` of the genes without a
+  planted effect is multiplied by per-batch log-normal factors (log sd ``batch_log_sd``)
+  and library sizes by ``batch_library_factors``.
+* Continuum (liver): classical monocytes and MoMF lie on one lineage with a position t in
+  [0, 1]: monocytes t = 0.5 x Beta(``monocyte_position_beta``), MoMF t = 0.5 + 0.5 x
+  Beta(``momf_position_beta`` of the condition); the profile is
+  exp((1 - t) log p_monocyte + t log p_MoMF), and the IL-10 genes (``trajectory_il10_set``)
+  rise log-linearly over the last third up to ``trajectory_il10_fold`` at t = 1.
 * Low-quality cells (fraction ``low_quality_fraction``): library size x 0.04-0.15 and
-  mitochondrial fraction 30-70 %. Heterotypic doublets (``doublet_fraction``): the sum of
-  two cells of different types.
-* Macrophages express the programme genes at baseline (at least ``programme_baseline`` x the
-  mean abundance of a non-ribosomal gene).
-* Condition effects in MSC samples: genes of ``effect_sets`` multiplied by
-  ``programme_fold`` in macrophages (alveolar, interstitial, Kupffer, MoMF); in liver the
-  MoMF proportion multiplied by ``momf_expansion`` before renormalising.
+  mitochondrial fraction 30-70 %.
+* Doublets (fraction ``doublet_fraction``): of a kind drawn by ``doublet_kind_shares``
+  (heterotypic_distinct, heterotypic_similar: a pair of :data:`SIMILAR_PAIRS`, homotypic),
+  cell types drawn in proportion to the sample's composition; two full cells summed and
+  binomially thinned to gain x their mean library, gain uniform in ``doublet_gain_range``.
+* Condition effects in the non-reference conditions (folds multiply where they overlap):
+  genes of ``effect_sets`` x ``programme_fold`` in macrophages (alveolar, interstitial,
+  Kupffer, MoMF); liver: the MoMF proportion x ``momf_expansion``, Il10 x
+  ``il10_ligand_fold`` in MoMF, Il10ra/Il10rb x ``il10_receptor_fold`` and the
+  ``il10_response_set`` x ``il10_response_fold`` in NK cells and neutrophils; lung:
+  Mertk/Axl/Cd36 x ``ps_receptor_fold`` in alveolar macrophages and Gas6/Pros1 x
+  ``bridging_fold`` in ``bridging_sender`` (endothelial cells).
+
+Truth files beside the data: ``truth.tsv.gz`` (per cell), ``planted_effects.tsv`` (per gene
+set), ``planted_gene_effects.tsv`` (per tissue x cell type x gene),
+``planted_score_effects.tsv`` (per tissue x cell type x gene set),
+``planted_interactions.tsv`` (ligand-receptor axes) and ``spec.json`` (every parameter).
 """
 
 from __future__ import annotations
 
 import gzip
-import io
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import anndata as ad
-import h5py
 import numpy as np
 import pandas as pd
-import scipy.io
 import scipy.sparse as sp
+from scipy import stats
+
+from mscflow.demo_formats import barcodes, write_sample
 
 MACROPHAGES = ("alveolar_macrophage", "interstitial_macrophage", "kupffer_cell", "momf")
 MITO_GENES = (
     "mt-Nd1", "mt-Nd2", "mt-Co1", "mt-Co2", "mt-Atp8", "mt-Atp6", "mt-Co3",
     "mt-Nd3", "mt-Nd4l", "mt-Nd4", "mt-Nd5", "mt-Nd6", "mt-Cytb",
 )  # fmt: skip
+LUNG, LIVER = "lung", "liver"
 
 TISSUE_COMPOSITION: dict[str, dict[str, float]] = {
-    "lung": {
+    LUNG: {
         "alveolar_macrophage": 0.18, "interstitial_macrophage": 0.06, "momf": 0.05,
         "classical_monocyte": 0.08, "neutrophil": 0.10, "nk_cell": 0.06, "t_cell": 0.12,
         "b_cell": 0.10, "endothelial": 0.15, "at2": 0.10,
     },
-    "liver": {
+    LIVER: {
         "kupffer_cell": 0.16, "momf": 0.06, "classical_monocyte": 0.07, "neutrophil": 0.06,
         "nk_cell": 0.08, "t_cell": 0.12, "b_cell": 0.07, "endothelial": 0.18,
         "hepatocyte": 0.20,
@@ -66,15 +89,58 @@ LIBRARY_SCALE = {"neutrophil": 0.55, "hepatocyte": 1.6, "t_cell": 0.8, "b_cell":
 # Typical mitochondrial fraction of healthy cells per type.
 MITO_MEAN = {"hepatocyte": 0.09, "at2": 0.06}
 
+# Cell types close enough that their doublets look like a cell of either (heterotypic_similar).
+SIMILAR_PAIRS = (
+    ("alveolar_macrophage", "interstitial_macrophage"),
+    ("interstitial_macrophage", "momf"),
+    ("kupffer_cell", "momf"),
+    ("classical_monocyte", "momf"),
+    ("t_cell", "nk_cell"),
+)
+DOUBLET_KINDS = ("heterotypic_distinct", "heterotypic_similar", "homotypic")
+# The monocyte -> MoMF continuum (in the liver).
+LINEAGE = ("classical_monocyte", "momf")
+IL10_RECEIVERS = ("nk_cell", "neutrophil")
+IL10_RECEPTOR = ("Il10ra", "Il10rb")
+PS_RECEPTORS = ("Mertk", "Axl", "Cd36")
+BRIDGING_LIGANDS = ("Gas6", "Pros1")
+TAM_RECEPTORS = ("Mertk", "Axl", "Tyro3")
+
 
 @dataclass(frozen=True)
 class DemoSpec:
-    """Parameters of the demo; every planted effect size lives here."""
+    """Parameters of the demo; every planted effect size lives here.
+
+    Design: ``seed`` (of the one random generator), ``cells_per_sample``, ``replicates`` per
+    tissue and condition, ``tissues`` (keys of TISSUE_COMPOSITION), ``conditions`` (the first
+    is the reference), ``formats`` (input format per tissue_condition).
+    Expression: ``n_background_genes``, ``median_umi``, ``library_log_sd``,
+    ``nb_dispersion``, ``marker_fold`` (marker genes of a cell type), ``type_gene_fold`` on
+    ``n_type_genes`` private genes per type, ``programme_baseline`` (floor of a planted gene
+    where it is planted, x the mean non-ribosomal abundance).
+    Batches: ``batches`` (names), ``batch_gene_fraction`` (share of the genes without a
+    planted effect that batches shift), ``batch_log_sd`` (log sd of a batch's per-gene
+    factors), ``batch_library_factors`` (library-size factor per batch).
+    Quality: ``low_quality_fraction``; ``doublet_fraction`` (all kinds together),
+    ``doublet_kind_shares`` (share of each kind of DOUBLET_KINDS), ``doublet_gain_range``
+    (a doublet's library over its parents' mean, drawn uniformly).
+    MSC effects: ``programme_fold`` on the genes of ``effect_sets`` in macrophages,
+    ``momf_expansion`` (liver MoMF proportion), ``il10_ligand_fold`` (Il10 in liver MoMF,
+    on top of the programme fold), ``il10_receptor_fold`` (Il10ra, Il10rb) and
+    ``il10_response_fold`` (genes of ``il10_response_set``) in liver NK cells and
+    neutrophils, ``ps_receptor_fold`` (Mertk, Axl, Cd36 in lung alveolar macrophages, on top
+    of the programme fold), ``bridging_fold`` (Gas6, Pros1 in the lung's
+    ``bridging_sender``).
+    Continuum (liver monocytes -> MoMF): ``monocyte_position_beta`` (Beta shape of a
+    monocyte's position, scaled to [0, 0.5)), ``momf_position_beta`` (one Beta shape per
+    condition, scaled to [0.5, 1]), ``trajectory_il10_set`` and ``trajectory_il10_fold``
+    (fold of those genes at t = 1, rising from t = 2/3).
+    """
 
     seed: int = 0
     cells_per_sample: int = 1200
     replicates: int = 3
-    tissues: tuple[str, ...] = ("lung", "liver")
+    tissues: tuple[str, ...] = (LUNG, LIVER)
     conditions: tuple[str, ...] = ("control", "MSC")
     n_background_genes: int = 3000
     median_umi: float = 4000.0
@@ -83,14 +149,33 @@ class DemoSpec:
     marker_fold: float = 12.0
     type_gene_fold: float = 4.0
     n_type_genes: int = 40
+    programme_baseline: float = 2.0
+    batches: tuple[str, ...] = ("b1", "b2")
+    batch_gene_fraction: float = 0.2
+    batch_log_sd: float = 0.5
+    batch_library_factors: tuple[float, ...] = (1.0, 0.9)
     low_quality_fraction: float = 0.06
     doublet_fraction: float = 0.05
+    doublet_kind_shares: Mapping[str, float] = field(
+        default_factory=lambda: {"heterotypic_distinct": 0.6, "heterotypic_similar": 0.25,
+                                 "homotypic": 0.15})
+    doublet_gain_range: tuple[float, float] = (1.2, 2.0)
     programme_fold: float = 2.0
-    programme_baseline: float = 2.0
-    momf_expansion: float = 2.5
+    momf_expansion: float = 3.5
     effect_sets: tuple[str, ...] = (
         "efferocytosis_combined", "il10_ligand_receptor", "il10_stat3_response",
     )  # fmt: skip
+    il10_ligand_fold: float = 1.5
+    il10_receptor_fold: float = 2.5
+    il10_response_set: str = "il10_stat3_response"
+    il10_response_fold: float = 2.0
+    ps_receptor_fold: float = 1.5
+    bridging_sender: str = "endothelial"
+    bridging_fold: float = 2.0
+    monocyte_position_beta: tuple[float, float] = (1.1, 1.5)
+    momf_position_beta: tuple[tuple[float, float], ...] = ((1.8, 1.2), (2.5, 1.0))
+    trajectory_il10_set: str = "il10_ligand_receptor"
+    trajectory_il10_fold: float = 3.0
     formats: Mapping[str, str] = field(
         default_factory=lambda: {
             "lung_control": "10x_mtx_v3",
@@ -106,6 +191,74 @@ class DemoSpec:
         ``demo`` section (validated, defaults filled); the model parameters as above."""
         return cls(seed=demo["seed"], cells_per_sample=demo["cells_per_sample"],
                    replicates=demo["replicates"])
+
+    def check(self) -> None:
+        """Raise ValueError naming the parameter when the spec cannot be simulated."""
+        unknown = [t for t in self.tissues if t not in TISSUE_COMPOSITION]
+        problems = [f"tissues {unknown} are not among {sorted(TISSUE_COMPOSITION)}"] * bool(
+            unknown)
+        if len(self.batch_library_factors) != len(self.batches):
+            problems.append("batch_library_factors needs one factor per batch")
+        if len(self.momf_position_beta) != len(self.conditions):
+            problems.append("momf_position_beta needs one Beta shape per condition")
+        if set(self.doublet_kind_shares) - set(DOUBLET_KINDS) or not np.isclose(
+                sum(self.doublet_kind_shares.values()), 1.0):
+            problems.append(f"doublet_kind_shares must give shares of {DOUBLET_KINDS} "
+                            "summing to 1")
+        low, high = self.doublet_gain_range
+        if not 1.0 <= low <= high <= 2.0:
+            problems.append("doublet_gain_range must lie within [1, 2]")
+        if self.low_quality_fraction + self.doublet_fraction >= 1:
+            problems.append("low_quality_fraction + doublet_fraction must stay below 1")
+        if problems:
+            raise ValueError("demo spec: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class GeneEffect:
+    """A planted condition effect: ``genes`` x ``fold`` in ``cell_types`` of ``tissue``, in
+    every non-reference condition."""
+
+    name: str
+    tissue: str
+    cell_types: tuple[str, ...]
+    genes: tuple[str, ...]
+    fold: float
+
+
+def planted_gene_effects(spec: DemoSpec, gene_sets: Mapping[str, Sequence[str]]
+                         ) -> list[GeneEffect]:
+    """The condition effects of ``spec`` for its tissues (see the module docstring)."""
+    missing = [s for s in (*spec.effect_sets, spec.il10_response_set,
+                           spec.trajectory_il10_set) if s not in gene_sets]
+    if missing:
+        raise ValueError(f"demo gene sets {missing} are not in the programme GMT")
+    programme = tuple(sorted(set().union(*[set(gene_sets[s]) for s in spec.effect_sets])))
+    effects = [
+        GeneEffect("macrophage_programme", tissue,
+                   tuple(ct for ct in TISSUE_COMPOSITION[tissue] if ct in MACROPHAGES),
+                   programme, spec.programme_fold)
+        for tissue in spec.tissues
+    ]
+    if LIVER in spec.tissues:
+        effects += [
+            GeneEffect("il10_ligand", LIVER, ("momf",), ("Il10",), spec.il10_ligand_fold),
+            GeneEffect("il10_receptor", LIVER, IL10_RECEIVERS, IL10_RECEPTOR,
+                       spec.il10_receptor_fold),
+            GeneEffect("il10_response", LIVER, IL10_RECEIVERS,
+                       tuple(gene_sets[spec.il10_response_set]), spec.il10_response_fold),
+        ]
+    if LUNG in spec.tissues:
+        if spec.bridging_sender not in TISSUE_COMPOSITION[LUNG]:
+            raise ValueError(f"bridging_sender {spec.bridging_sender!r} is not a lung cell "
+                             f"type: use one of {sorted(TISSUE_COMPOSITION[LUNG])}")
+        effects += [
+            GeneEffect("ps_receptor", LUNG, ("alveolar_macrophage",), PS_RECEPTORS,
+                       spec.ps_receptor_fold),
+            GeneEffect("bridging_ligand", LUNG, (spec.bridging_sender,), BRIDGING_LIGANDS,
+                       spec.bridging_fold),
+        ]
+    return effects
 
 
 def background_symbols() -> list[str]:
@@ -136,12 +289,12 @@ def cell_type_profiles(
     cell_types: Sequence[str],
     spec: DemoSpec,
     rng: np.random.Generator,
-    programme: np.ndarray | None = None,
+    floors: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Relative expression profile (sums to 1 without mitochondrial genes) per cell type.
 
-    Macrophages express the ``programme`` genes (efferocytosis, IL-10) at least at the mean
-    abundance of a non-ribosomal gene times ``spec.programme_baseline``, as they do in vivo.
+    ``floors`` maps a cell type to the gene indices it expresses at least at the mean
+    abundance of a non-ribosomal gene times ``spec.programme_baseline`` (its planted genes).
     """
     index = {g: i for i, g in enumerate(genes)}
     n = len(genes)
@@ -154,6 +307,7 @@ def cell_type_profiles(
     background_idx = np.array(
         [i for i, g in enumerate(genes) if g not in marker_genes and not is_mito[i]]
     )
+    floor = np.log(base[~is_ribo & ~is_mito].mean() * spec.programme_baseline)
     profiles = {}
     for ct in cell_types:
         log_prof = np.log(base + 1e-3) + rng.normal(0.0, 0.25, n)
@@ -162,9 +316,9 @@ def cell_type_profiles(
         if ct in MACROPHAGES:
             pan = [index[g] for g in markers.get("pan_macrophage", ()) if g in index]
             log_prof[pan] = np.log(base[pan].mean() + 1.0) + np.log(spec.marker_fold) - 0.5
-            if programme is not None:
-                floor = np.log(base[~is_ribo & ~is_mito].mean() * spec.programme_baseline)
-                log_prof[programme] = np.maximum(log_prof[programme], floor)
+        planted = (floors or {}).get(ct)
+        if planted is not None and len(planted):
+            log_prof[planted] = np.maximum(log_prof[planted], floor)
         type_genes = rng.choice(background_idx, size=spec.n_type_genes, replace=False)
         log_prof[type_genes] += np.log(spec.type_gene_fold)
         prof = np.exp(log_prof)
@@ -173,14 +327,131 @@ def cell_type_profiles(
     return profiles
 
 
-def programme_mask(genes: Sequence[str], gene_sets: Mapping[str, Sequence[str]],
-                   effect_sets: Sequence[str]) -> np.ndarray:
-    """Boolean mask of genes raised by the MSC effect."""
-    missing = [s for s in effect_sets if s not in gene_sets]
-    if missing:
-        raise ValueError(f"demo effect sets {missing} are not in the programme GMT")
-    planted = set().union(*[set(gene_sets[s]) for s in effect_sets])
-    return np.array([g in planted for g in genes])
+def batch_of(spec: DemoSpec, tissue: str, condition: str, replicate: int) -> str:
+    """The batch of a sample: replicates alternate, shifted by tissue and condition so every
+    tissue and every condition holds every batch."""
+    shift = spec.tissues.index(tissue) + spec.conditions.index(condition)
+    return spec.batches[(replicate - 1 + shift) % len(spec.batches)]
+
+
+class DemoModel:
+    """Expression model of the demo: cell-type profiles, planted condition folds, the liver
+    continuum and the batch factors. ``profile`` gives a cell's relative expression before
+    batch effects, ``expected_profile`` its mean over a cell type (the truth's reference).
+    """
+
+    def __init__(self, spec: DemoSpec, programme_sets: Mapping[str, Sequence[str]],
+                 marker_sets: Mapping[str, Sequence[str]], rng: np.random.Generator) -> None:
+        spec.check()
+        self.spec = spec
+        self.genes = build_gene_universe({**programme_sets, **marker_sets},
+                                         spec.n_background_genes, rng)
+        self.index = {g: i for i, g in enumerate(self.genes)}
+        self.is_mito = np.array([g.startswith("mt-") for g in self.genes])
+        self.effects = planted_gene_effects(spec, programme_sets)
+        self.folds = self._fold_vectors()
+        all_types = sorted({ct for comp in TISSUE_COMPOSITION.values() for ct in comp})
+        markers = dict(marker_sets)
+        if "pan_macrophage" in programme_sets:
+            markers["pan_macrophage"] = list(programme_sets["pan_macrophage"])
+        missing = [ct for ct in all_types if ct not in markers]
+        if missing:
+            raise ValueError(f"marker GMT lacks sets for demo cell types {missing}")
+        floors = {ct: np.flatnonzero(np.max([f for (_, c), f in self.folds.items() if c == ct],
+                                            axis=0) > 1)
+                  for ct in {c for _, c in self.folds}}
+        self.profiles = cell_type_profiles(self.genes, markers, all_types, spec, rng, floors)
+        self.ramp_genes = self.mask(programme_sets[spec.trajectory_il10_set])
+        self.planted_genes = np.any([f != 1 for f in self.folds.values()], axis=0) | (
+            self.ramp_genes)
+        self.batch_genes, self.batch_factors = self._batch_factors(rng)
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def mask(self, genes: Sequence[str]) -> np.ndarray:
+        """Boolean mask of ``genes`` over the gene universe."""
+        wanted = set(genes)
+        return np.array([g in wanted for g in self.genes])
+
+    def _fold_vectors(self) -> dict[tuple[str, str], np.ndarray]:
+        """(tissue, cell type) -> per-gene fold in the non-reference conditions."""
+        folds: dict[tuple[str, str], np.ndarray] = {}
+        for effect in self.effects:
+            idx = [self.index[g] for g in effect.genes if g in self.index]
+            for ct in effect.cell_types:
+                vec = folds.setdefault((effect.tissue, ct), np.ones(len(self.genes)))
+                vec[idx] *= effect.fold
+        return folds
+
+    def _batch_factors(self, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        """The genes batches shift and each batch's per-gene factors."""
+        eligible = np.flatnonzero(~self.is_mito & ~self.planted_genes)
+        n_shifted = int(round(self.spec.batch_gene_fraction * len(eligible)))
+        shifted = np.sort(rng.choice(eligible, size=n_shifted, replace=False))
+        factors = {}
+        for batch in self.spec.batches:
+            vec = np.ones(len(self.genes))
+            vec[shifted] = np.exp(rng.normal(0.0, self.spec.batch_log_sd, n_shifted))
+            factors[batch] = vec
+        return shifted, factors
+
+    def on_lineage(self, tissue: str, cell_type: str) -> bool:
+        """True for the cells of the liver monocyte -> MoMF continuum."""
+        return tissue == LIVER and cell_type in LINEAGE
+
+    def position_shape(self, condition: str, cell_type: str) -> tuple[float, float, float]:
+        """(a, b, offset): a cell's position is offset + 0.5 x Beta(a, b)."""
+        if cell_type == LINEAGE[0]:
+            return (*self.spec.monocyte_position_beta, 0.0)
+        return (*self.spec.momf_position_beta[self.spec.conditions.index(condition)], 0.5)
+
+    def draw_position(self, tissue: str, condition: str, cell_type: str,
+                      rng: np.random.Generator) -> float:
+        """A cell's position on the continuum (NaN off the lineage)."""
+        if not self.on_lineage(tissue, cell_type):
+            return float("nan")
+        a, b, offset = self.position_shape(condition, cell_type)
+        return offset + 0.5 * float(rng.beta(a, b))
+
+    def profile(self, tissue: str, condition: str, cell_type: str,
+                position: float = float("nan")) -> np.ndarray:
+        """Relative expression (non-mitochondrial part sums to 1) before batch effects."""
+        key = (tissue, condition, cell_type)
+        lineage = self.on_lineage(tissue, cell_type) and not np.isnan(position)
+        if not lineage and key in self._cache:
+            return self._cache[key]
+        if lineage:
+            start, end = (np.log(self.profiles[ct] + 1e-300) for ct in LINEAGE)
+            prof = np.exp((1.0 - position) * start + position * end)
+            rise = np.clip(3.0 * position - 2.0, 0.0, 1.0)
+            prof[self.ramp_genes] *= self.spec.trajectory_il10_fold ** rise
+            prof[self.is_mito] = 0.0
+        else:
+            prof = self.profiles[cell_type]
+        if condition != self.spec.conditions[0] and (tissue, cell_type) in self.folds:
+            prof = prof * self.folds[(tissue, cell_type)]
+        prof = prof / prof.sum()
+        if not lineage:
+            self._cache[key] = prof
+        return prof
+
+    def expected_profile(self, tissue: str, condition: str, cell_type: str) -> np.ndarray:
+        """Mean relative expression of a cell type (over the positions on the continuum)."""
+        if not self.on_lineage(tissue, cell_type):
+            return self.profile(tissue, condition, cell_type)
+        a, b, offset = self.position_shape(condition, cell_type)
+        grid = (np.arange(400) + 0.5) / 400
+        weights = stats.beta.pdf(grid, a, b)
+        weights /= weights.sum()
+        return sum(w * self.profile(tissue, condition, cell_type, offset + 0.5 * u)
+                   for u, w in zip(grid, weights, strict=True))
+
+    def composition(self, tissue: str, condition: str) -> dict[str, float]:
+        """Cell-type proportions of a sample (liver MoMF expanded in treated conditions)."""
+        comp = dict(TISSUE_COMPOSITION[tissue])
+        if tissue == LIVER and condition != self.spec.conditions[0]:
+            comp["momf"] *= self.spec.momf_expansion
+        total = sum(comp.values())
+        return {ct: p / total for ct, p in comp.items()}
 
 
 def _draw_counts(profile: np.ndarray, library: float, mito_frac: float, is_mito: np.ndarray,
@@ -200,146 +471,100 @@ def _healthy_mito_fraction(cell_type: str, rng: np.random.Generator) -> float:
     return float(np.clip(rng.beta(20.0, 20.0 / mean - 20.0), 0.0, 0.2))
 
 
-def simulate_sample(
-    tissue: str,
-    condition: str,
-    genes: Sequence[str],
-    profiles: Mapping[str, np.ndarray],
-    programme: np.ndarray,
-    spec: DemoSpec,
-    rng: np.random.Generator,
-) -> tuple[sp.csr_matrix, pd.DataFrame]:
+def draw_doublet_pair(kind: str, composition: Mapping[str, float],
+                      rng: np.random.Generator) -> tuple[str, str, str]:
+    """(first type, second type, kind) of a doublet; types in proportion to the sample's
+    composition. A similar pair is drawn among the SIMILAR_PAIRS present (weighted by the
+    product of their proportions); without one the doublet becomes heterotypic_distinct."""
+    types = np.array(list(composition))
+    probs = np.array(list(composition.values()))
+    similar = {frozenset(p) for p in SIMILAR_PAIRS}
+    if kind == "homotypic":
+        ct = str(rng.choice(types, p=probs))
+        return ct, ct, kind
+    if kind == "heterotypic_similar":
+        pairs = [p for p in SIMILAR_PAIRS if set(p) <= set(composition)]
+        if pairs:
+            weights = np.array([composition[a] * composition[b] for a, b in pairs])
+            first, second = pairs[int(rng.choice(len(pairs), p=weights / weights.sum()))]
+            return (first, second, kind) if rng.random() < 0.5 else (second, first, kind)
+    while True:
+        first, second = (str(x) for x in rng.choice(types, size=2, p=probs))
+        if first != second and frozenset((first, second)) not in similar:
+            return first, second, "heterotypic_distinct"
+
+
+def simulate_sample(model: DemoModel, tissue: str, condition: str, batch: str,
+                    rng: np.random.Generator) -> tuple[sp.csr_matrix, pd.DataFrame]:
     """Counts (cells x genes, CSR int32) and per-cell truth for one sample."""
-    comp = dict(TISSUE_COMPOSITION[tissue])
-    treated = condition != spec.conditions[0]
-    if treated and tissue == "liver":
-        comp["momf"] *= spec.momf_expansion
-    types = np.array(list(comp))
-    probs = np.array(list(comp.values()))
-    probs /= probs.sum()
-    n = spec.cells_per_sample
-    is_mito = np.array([g.startswith("mt-") for g in genes])
-    fold = np.where(programme, spec.programme_fold, 1.0)
+    spec = model.spec
+    comp = model.composition(tissue, condition)
+    batch_factor = model.batch_factors[batch]
+    batch_library = spec.batch_library_factors[spec.batches.index(batch)]
 
-    def profile_of(ct: str) -> np.ndarray:
-        prof = profiles[ct]
-        if treated and ct in MACROPHAGES:
-            prof = prof * fold
-            prof = prof / prof.sum()
-        return prof
-
-    def one_cell(ct: str, lib_factor: float, mito: float) -> np.ndarray:
-        lib = spec.median_umi * LIBRARY_SCALE.get(ct, 1.0) * lib_factor
+    def one_cell(ct: str, lib_factor: float, mito: float) -> tuple[np.ndarray, float]:
+        position = model.draw_position(tissue, condition, ct, rng)
+        prof = model.profile(tissue, condition, ct, position) * batch_factor
+        lib = spec.median_umi * LIBRARY_SCALE.get(ct, 1.0) * lib_factor * batch_library
         lib *= np.exp(rng.normal(0.0, spec.library_log_sd))
-        return _draw_counts(profile_of(ct), lib, mito, is_mito, spec.nb_dispersion, rng)
+        counts = _draw_counts(prof / prof.sum(), lib, mito, model.is_mito, spec.nb_dispersion,
+                              rng)
+        return counts, position
 
-    cell_type = rng.choice(types, size=n, p=probs)
+    n = spec.cells_per_sample
+    cell_type = rng.choice(np.array(list(comp)), size=n, p=np.array(list(comp.values())))
     status = rng.choice(
-        np.array(["ok", "low_quality", "doublet"]),
-        size=n,
+        np.array(["ok", "low_quality", "doublet"]), size=n,
         p=[1 - spec.low_quality_fraction - spec.doublet_fraction,
            spec.low_quality_fraction, spec.doublet_fraction],
     )
-    rows, second = [], []
+    kinds, shares = list(spec.doublet_kind_shares), list(spec.doublet_kind_shares.values())
+    rows, records = [], []
     for ct, st in zip(cell_type, status, strict=True):
-        mito = _healthy_mito_fraction(ct, rng)
+        ct = str(ct)
+        record = {"doublet_partner": "", "doublet_kind": "", "doublet_gain": np.nan}
         if st == "low_quality":
-            rows.append(one_cell(ct, rng.uniform(0.04, 0.15), rng.uniform(0.3, 0.7)))
-            second.append("")
+            counts, position = one_cell(ct, rng.uniform(0.04, 0.15), rng.uniform(0.3, 0.7))
         elif st == "doublet":
-            other = rng.choice(types[types != ct], p=None)
-            mito2 = _healthy_mito_fraction(str(other), rng)
-            rows.append(one_cell(ct, 1.0, mito) + one_cell(other, 1.0, mito2))
-            second.append(str(other))
+            ct, partner, kind = draw_doublet_pair(str(rng.choice(kinds, p=shares)), comp, rng)
+            first, position = one_cell(ct, 1.0, _healthy_mito_fraction(ct, rng))
+            second, _ = one_cell(partner, 1.0, _healthy_mito_fraction(partner, rng))
+            gain = float(rng.uniform(*spec.doublet_gain_range))
+            counts = rng.binomial(first + second, gain / 2.0)
+            record = {"doublet_partner": partner, "doublet_kind": kind, "doublet_gain": gain}
         else:
-            rows.append(one_cell(ct, 1.0, mito))
-            second.append("")
-    counts = sp.csr_matrix(np.vstack(rows).astype(np.int32))
-    truth = pd.DataFrame(
-        {
-            "cell_type": cell_type,
-            "low_quality": status == "low_quality",
-            "doublet": status == "doublet",
-            "doublet_partner": second,
-        }
-    )
-    return counts, truth
+            counts, position = one_cell(ct, 1.0, _healthy_mito_fraction(ct, rng))
+        rows.append(counts)
+        records.append({"cell_type": ct, "low_quality": st == "low_quality",
+                        "doublet": st == "doublet", **record,
+                        "trajectory_position": position})
+    return sp.csr_matrix(np.vstack(rows).astype(np.int32)), pd.DataFrame(records)
 
 
-def _barcodes(n: int, rng: np.random.Generator) -> list[str]:
-    """Unique 16-mer barcodes with the 10x '-1' suffix (identical across samples on purpose)."""
-    alphabet = np.array(list("ACGT"))
-    seen: dict[str, None] = {}
-    while len(seen) < n:
-        seen["".join(rng.choice(alphabet, 16)) + "-1"] = None
-    return list(seen)
-
-
-def _write_gzip(path: Path, payload: bytes) -> None:
-    """Gzip with a fixed timestamp so reruns write identical bytes."""
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
-        fh.write(payload)
-
-
-def write_10x_mtx(path: Path, counts: sp.csr_matrix, barcodes: Sequence[str],
-                  genes: Sequence[str], version: int) -> None:
-    """Write a Cell Ranger folder: v3 gzipped (features.tsv.gz) or v2 plain (genes.tsv)."""
-    path.mkdir(parents=True, exist_ok=True)
-    gene_ids = [f"DEMO{i:06d}" for i in range(len(genes))]
-    matrix = sp.coo_matrix(counts.T)
-    if version == 3:
-        buffer = io.BytesIO()
-        scipy.io.mmwrite(buffer, matrix, field="integer")
-        _write_gzip(path / "matrix.mtx.gz", buffer.getvalue())
-        _write_gzip(path / "barcodes.tsv.gz", ("\n".join(barcodes) + "\n").encode())
-        features = "".join(f"{i}\t{g}\tGene Expression\n"
-                           for i, g in zip(gene_ids, genes, strict=True))
-        _write_gzip(path / "features.tsv.gz", features.encode())
-    else:
-        scipy.io.mmwrite(path / "matrix.mtx", matrix, field="integer")
-        (path / "barcodes.tsv").write_text("\n".join(barcodes) + "\n")
-        (path / "genes.tsv").write_text(
-            "".join(f"{i}\t{g}\n" for i, g in zip(gene_ids, genes, strict=True))
-        )
-
-
-def write_10x_h5(path: Path, counts: sp.csr_matrix, barcodes: Sequence[str],
-                 genes: Sequence[str]) -> None:
-    """Write a Cell Ranger v3 filtered_feature_bc_matrix.h5."""
-    gene_ids = [f"DEMO{i:06d}" for i in range(len(genes))]
-    counts = counts.tocsr()
-    with h5py.File(path, "w") as f:
-        grp = f.create_group("matrix")
-        grp.create_dataset("barcodes", data=np.array(barcodes, dtype="S"))
-        grp.create_dataset("data", data=counts.data.astype(np.int32), compression="gzip")
-        grp.create_dataset("indices", data=counts.indices.astype(np.int64),
-                           compression="gzip")
-        grp.create_dataset("indptr", data=counts.indptr.astype(np.int64))
-        grp.create_dataset("shape", data=np.array(counts.shape[::-1], dtype=np.int32))
-        feat = grp.create_group("features")
-        feat.create_dataset("id", data=np.array(gene_ids, dtype="S"))
-        feat.create_dataset("name", data=np.array(genes, dtype="S"))
-        feat.create_dataset("feature_type", data=np.array(["Gene Expression"] * len(genes),
-                                                          dtype="S"))
-        feat.create_dataset("genome", data=np.array(["mm10"] * len(genes), dtype="S"))
-        feat.create_dataset("_all_tag_keys", data=np.array(["genome"], dtype="S"))
-
-
-def write_h5ad_with_counts_layer(path: Path, counts: sp.csr_matrix,
-                                 barcodes: Sequence[str], genes: Sequence[str]) -> None:
-    """Write an h5ad as public portals do: log-normalised X, raw counts in layer 'counts'."""
-    x = counts.astype(np.float32)
-    totals = np.asarray(x.sum(axis=1)).ravel()
-    totals[totals == 0] = 1.0
-    norm = sp.diags(1e4 / totals) @ x
-    norm.data = np.log1p(norm.data)
-    adata = ad.AnnData(
-        X=sp.csr_matrix(norm, dtype=np.float32),
-        obs=pd.DataFrame(index=list(barcodes)),
-        var=pd.DataFrame(index=list(genes)),
-        layers={"counts": counts.astype(np.float32)},
-    )
-    adata.write_h5ad(path, compression="gzip")
+def simulate_demo(
+    programme_sets: Mapping[str, Sequence[str]],
+    marker_sets: Mapping[str, Sequence[str]],
+    spec: DemoSpec | None = None,
+) -> tuple[DemoModel, list[tuple[dict, sp.csr_matrix, pd.DataFrame]]]:
+    """Simulate every sample in memory: the model and, per sample, its sheet row (without
+    path and format), counts and per-cell truth (with ``sample``, ``barcode``, ``batch``)."""
+    spec = spec or DemoSpec()
+    rng = np.random.default_rng(spec.seed)
+    model = DemoModel(spec, programme_sets, marker_sets, rng)
+    samples = []
+    for tissue in spec.tissues:
+        for condition in spec.conditions:
+            for rep in range(1, spec.replicates + 1):
+                sample = f"{tissue}_{condition}_{rep}"
+                batch = batch_of(spec, tissue, condition, rep)
+                counts, truth = simulate_sample(model, tissue, condition, batch, rng)
+                truth.insert(0, "batch", batch)
+                truth.insert(0, "barcode", barcodes(counts.shape[0], rng))
+                truth.insert(0, "sample", sample)
+                row = {"sample": sample, "tissue": tissue, "condition": condition,
+                       "replicate": rep, "batch": batch, "species": "mouse"}
+                samples.append((row, counts, truth))
+    return model, samples
 
 
 def generate_demo(
@@ -351,75 +576,23 @@ def generate_demo(
     """Write the demo data set into ``outdir`` and return its sample sheet.
 
     ``outdir`` receives one input per sample (format per tissue/condition from
-    ``spec.formats``), ``samples.tsv``, ``truth.tsv.gz`` (per cell: sample, barcode,
-    cell_type, low_quality, doublet, doublet_partner), ``planted_effects.tsv`` (per gene
-    set: fraction of its genes raised by the MSC effect) and ``spec.json``.
+    ``spec.formats``), ``samples.tsv`` (with a ``batch`` column) and the truth files of
+    :func:`mscflow.demo_truth.write_truth`.
     """
+    from mscflow.demo_truth import write_truth
+
     spec = spec or DemoSpec()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(spec.seed)
-    genes = build_gene_universe({**programme_sets, **marker_sets}, spec.n_background_genes,
-                                rng)
-    all_types = sorted({ct for comp in TISSUE_COMPOSITION.values() for ct in comp})
-    markers = dict(marker_sets)
-    if "pan_macrophage" in programme_sets:
-        markers["pan_macrophage"] = list(programme_sets["pan_macrophage"])
-    missing = [ct for ct in all_types if ct not in markers]
-    if missing:
-        raise ValueError(f"marker GMT lacks sets for demo cell types {missing}")
-    programme = programme_mask(genes, programme_sets, spec.effect_sets)
-    profiles = cell_type_profiles(genes, markers, all_types, spec, rng, programme)
-
-    sheet_rows, truth_frames = [], []
-    for tissue in spec.tissues:
-        for condition in spec.conditions:
-            fmt = spec.formats[f"{tissue}_{condition}"]
-            for rep in range(1, spec.replicates + 1):
-                sample = f"{tissue}_{condition}_{rep}"
-                counts, truth = simulate_sample(tissue, condition, genes, profiles,
-                                                programme, spec, rng)
-                barcodes = _barcodes(counts.shape[0], rng)
-                if fmt.startswith("10x_mtx"):
-                    target = outdir / sample
-                    write_10x_mtx(target, counts, barcodes, genes, int(fmt[-1]))
-                    sheet_fmt = "10x_mtx"
-                elif fmt == "10x_h5":
-                    target = outdir / f"{sample}_filtered_feature_bc_matrix.h5"
-                    write_10x_h5(target, counts, barcodes, genes)
-                    sheet_fmt = "10x_h5"
-                else:
-                    target = outdir / f"{sample}.h5ad"
-                    write_h5ad_with_counts_layer(target, counts, barcodes, genes)
-                    sheet_fmt = "h5ad"
-                truth.insert(0, "barcode", barcodes)
-                truth.insert(0, "sample", sample)
-                truth_frames.append(truth)
-                sheet_rows.append(
-                    {
-                        "sample": sample, "tissue": tissue, "condition": condition,
-                        "replicate": rep, "species": "mouse", "path": str(target),
-                        "format": sheet_fmt,
-                        "layer": "counts" if sheet_fmt == "h5ad" else "",
-                    }
-                )  # fmt: skip
+    model, samples = simulate_demo(programme_sets, marker_sets, spec)
+    sheet_rows = []
+    for row, counts, truth in samples:
+        fmt = spec.formats[f"{row['tissue']}_{row['condition']}"]
+        target, sheet_fmt = write_sample(outdir, row["sample"], fmt, counts,
+                                         truth["barcode"].tolist(), model.genes)
+        sheet_rows.append({**row, "path": str(target), "format": sheet_fmt,
+                           "layer": "counts" if sheet_fmt == "h5ad" else ""})
     sheet = pd.DataFrame(sheet_rows)
+    write_truth(outdir, model, programme_sets, [truth for _, _, truth in samples], sheet)
     sheet.to_csv(outdir / "samples.tsv", sep="\t", index=False)
-    pd.concat(truth_frames, ignore_index=True).to_csv(
-        outdir / "truth.tsv.gz", sep="\t", index=False, compression={"method": "gzip",
-                                                                     "mtime": 0}
-    )
-    planted_fraction = {
-        name: float(np.mean([g in set(np.asarray(genes)[programme]) for g in members]))
-        for name, members in programme_sets.items()
-    }
-    pd.DataFrame(
-        {"gene_set": list(planted_fraction), "planted_gene_fraction": list(
-            planted_fraction.values())}
-    ).to_csv(outdir / "planted_effects.tsv", sep="\t", index=False)
-    meta = asdict(spec)
-    meta["formats"] = dict(spec.formats)
-    meta["macrophage_types_with_programme_effect"] = list(MACROPHAGES)
-    meta["composition"] = TISSUE_COMPOSITION
-    (outdir / "spec.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return sheet

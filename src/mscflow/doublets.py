@@ -32,21 +32,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DoubletResult:
-    """Scores and calls of one sample (cells in input order)."""
+    """Scores and calls of one sample (cells in input order): ``scores_sim`` are the
+    scores of the simulated (artificial) doublets, ``embedding`` the cells' PCA coordinates
+    the method worked in (NaN rows for cells it did not score)."""
 
     scores: np.ndarray
     predicted: np.ndarray
     threshold: float
     scores_sim: np.ndarray
+    expected_rate: float = float("nan")
+    embedding: np.ndarray | None = None
 
 
-def seurat_hvg(normalised: sparse.csr_matrix, *, min_mean: float = 0.0125, max_mean: float = 3.0,
-               min_disp: float = 0.5, n_bins: int = 20) -> np.ndarray:
-    """Seurat-flavour highly variable genes (scanpy's defaults) of normalised counts.
+def seurat_dispersion(normalised: sparse.csr_matrix, *, n_bins: int = 20
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Seurat-flavour statistics of normalised counts: log mean and normalised dispersion.
 
-    A NumPy version of ``sc.pp.highly_variable_genes(flavor="seurat")`` applied after
-    ``log1p``: same log mean, log dispersion, 20 equal-width mean bins and cut-offs, without
-    scanpy's JIT-compiled statistics (a few seconds of compilation in every fresh process).
+    A NumPy version of the statistics of ``sc.pp.highly_variable_genes(flavor="seurat")``
+    applied after ``log1p``: same log mean, log dispersion and 20 equal-width mean bins,
+    without scanpy's JIT-compiled statistics (a few seconds of compilation in every fresh
+    process). Genes without variance get NaN dispersion.
     """
     n = normalised.shape[0]
     mean = np.asarray(normalised.mean(axis=0), dtype=np.float64).ravel()
@@ -64,7 +69,14 @@ def seurat_hvg(normalised: sparse.csr_matrix, *, min_mean: float = 0.0125, max_m
     stats.loc[single, "dev"] = stats.loc[single, "avg"]
     stats.loc[single, "avg"] = 0.0
     per_gene = stats.loc[frame["bin"]].to_numpy()
-    disp_norm = (dispersion - per_gene[:, 0]) / per_gene[:, 1]
+    return log_mean, (dispersion - per_gene[:, 0]) / per_gene[:, 1]
+
+
+def seurat_hvg(normalised: sparse.csr_matrix, *, min_mean: float = 0.0125, max_mean: float = 3.0,
+               min_disp: float = 0.5, n_bins: int = 20) -> np.ndarray:
+    """Seurat-flavour highly variable genes (scanpy's defaults and cut-offs) of normalised
+    counts; see :func:`seurat_dispersion`."""
+    log_mean, disp_norm = seurat_dispersion(normalised, n_bins=n_bins)
     with np.errstate(invalid="ignore"):
         return (log_mean > min_mean) & (log_mean < max_mean) & (disp_norm > min_disp)
 
@@ -93,24 +105,42 @@ def scale_rows(x: sparse.csr_matrix, target: float) -> sparse.csr_matrix:
     return sparse.diags(factors) @ x.astype(np.float64)
 
 
-def zscore_pca(obs: sparse.csr_matrix, sim: sparse.csr_matrix,
-               n_comps: int) -> tuple[np.ndarray, np.ndarray]:
-    """PCA of the gene-z-scored observed cells; both sets projected on its components.
+def zscore_pca_basis(obs: sparse.spmatrix | np.ndarray, n_comps: int, *, top_only: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Loadings and offset of the PCA of the gene-z-scored observed cells: the embedding of
+    any rows ``m`` (same genes) is ``m @ loadings - offset``.
 
-    Uses the correlation matrix (genes x genes) from sparse products, so neither matrix is
-    densified; equals PCA of the dense z-scored matrix up to component signs.
+    Uses the correlation matrix (genes x genes) from sparse products, so nothing is
+    densified (a dense ``obs`` takes the faster BLAS product); equals PCA of the dense
+    z-scored matrix up to component signs.
+    ``top_only`` computes only the ``n_comps`` leading eigenvectors (faster for many genes;
+    scrublet keeps the full decomposition, whose rounding scanpy's comparison was made on).
     """
     n = obs.shape[0]
     mean = np.asarray(obs.mean(axis=0)).ravel()
-    sq = np.asarray(obs.multiply(obs).mean(axis=0)).ravel()
+    squares = obs.multiply(obs) if sparse.issparse(obs) else obs * obs
+    sq = np.asarray(squares.mean(axis=0)).ravel()
     sd = np.sqrt(np.maximum(sq - mean**2, 0.0) * n / max(n - 1, 1))
     sd[sd == 0] = 1.0
-    gram = np.asarray((obs.T @ obs).todense()) / n - np.outer(mean, mean)
+    gram = obs.T @ obs
+    gram = (gram.toarray() if sparse.issparse(gram) else gram) / n - np.outer(mean, mean)
     corr = gram / np.outer(sd, sd)
-    evals, evecs = np.linalg.eigh(corr)
+    if top_only:
+        from scipy.linalg import eigh
+
+        p = corr.shape[0]
+        evals, evecs = eigh(corr, subset_by_index=[p - n_comps, p - 1])
+    else:
+        evals, evecs = np.linalg.eigh(corr)
     comps = evecs[:, np.argsort(evals)[::-1][:n_comps]]
     loadings = comps / sd[:, None]
-    offset = mean @ loadings
+    return loadings, mean @ loadings
+
+
+def zscore_pca(obs: sparse.csr_matrix, sim: sparse.csr_matrix,
+               n_comps: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA of the gene-z-scored observed cells; both sets projected on its components."""
+    loadings, offset = zscore_pca_basis(obs, n_comps)
     return np.asarray(obs @ loadings) - offset, np.asarray(sim @ loadings) - offset
 
 
@@ -180,4 +210,36 @@ def scrublet_fast(counts: sparse.spmatrix, *, expected_rate: float = 0.05,
         predicted[ok_cells] = ld[:n_obs] > threshold
     else:
         log.warning("doublet scores are not bimodal: no automatic threshold, no doublets called")
-    return DoubletResult(scores, predicted, threshold, ld[n_obs:])
+    embedding = np.full((counts.shape[0], emb_obs.shape[1]), np.nan)
+    embedding[ok_cells] = emb_obs
+    return DoubletResult(scores, predicted, threshold, ld[n_obs:], expected_rate, embedding)
+
+
+# 10x Genomics' rule of thumb: about 0.8 % doublets per 1,000 cells recovered.
+TENX_RATE_PER_1000_CELLS = 0.008
+# The derived rate is capped here (the schema's bound for a configured rate is 0.5).
+MAX_DERIVED_RATE = 0.25
+
+
+def expected_doublet_rate(configured: float | None, n_cells: int) -> float:
+    """The configured rate, or 0.8 % per 1,000 cells recovered (the 10x rule of thumb;
+    ``n_cells`` are the sample's cells before any filter), capped at MAX_DERIVED_RATE."""
+    if configured is not None:
+        return float(configured)
+    return float(min(TENX_RATE_PER_1000_CELLS * n_cells / 1000, MAX_DERIVED_RATE))
+
+
+def nearest_singlets(embedding: np.ndarray, called: np.ndarray) -> np.ndarray:
+    """For each called doublet, the index of the nearest cell not called (-1 for the other
+    cells, and for all when no cell is left); rows with NaN coordinates take no part."""
+    from sklearn.neighbors import NearestNeighbors
+
+    out = np.full(len(called), -1)
+    usable = np.isfinite(embedding).all(axis=1)
+    singlets = np.flatnonzero(usable & ~called)
+    doublets = np.flatnonzero(usable & called)
+    if len(singlets) == 0 or len(doublets) == 0:
+        return out
+    index = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(embedding[singlets])
+    out[doublets] = singlets[index.kneighbors(embedding[doublets], return_distance=False)[:, 0]]
+    return out

@@ -13,22 +13,28 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from mscflow.config import Settings, settings_section
+from mscflow.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SPECIES = ("mouse", "human")
 GeneSet = dict[str, float]
 REPORT_COLUMNS = [
     "set", "n_genes", "n_found", "frac_found", "found", "missing", "renamed", "orthologs",
-    "no_ortholog",
+    "no_ortholog", "status", "reason",
 ]
+# What happens to a set with fewer than genesets.min_genes genes in the data.
+ON_TOO_FEW = ("drop", "stop")
 _IG_GENE = re.compile(r"^IG[HKL][A-Z0-9-]*$")
 
 
@@ -352,6 +358,7 @@ def match_gene_sets(
     min_genes: int = 3,
     orthologs: pd.DataFrame | None = None,
     synonyms: pd.DataFrame | None = None,
+    on_too_few: str = "stop",
 ) -> tuple[dict[str, list[str] | GeneSet], pd.DataFrame]:
     """Check every set against the data's genes: translate, resolve synonyms, report.
 
@@ -359,9 +366,14 @@ def match_gene_sets(
     Returns ``(matched, report)``: ``matched`` gives each set's genes as named in the
     data (a list, or ``{gene: weight}`` when the set has weights other than 1); the report
     has one row per set with columns ``REPORT_COLUMNS`` (lists joined by commas; renamed
-    as ``old->new``, orthologs as ``source->target``). Raises ValueError naming every set
-    with fewer than ``min_genes`` genes found.
+    as ``old->new``, orthologs as ``source->target``; ``status`` kept or dropped with its
+    ``reason``). A set with fewer than ``min_genes`` genes found is left out of
+    ``matched`` with a warning (``on_too_few="drop"``, e.g. a panel of a few thousand
+    genes) or raises :class:`~mscflow.errors.ConfigError` naming every such set
+    (``"stop"``).
     """
+    if on_too_few not in ON_TOO_FEW:
+        raise ValueError(f"on_too_few must be one of {ON_TOO_FEW}, not {on_too_few!r}")
     _check_species(set_species, "set_species")
     _check_species(data_species, "data_species")
     present = list(dict.fromkeys(var_names))
@@ -405,21 +417,32 @@ def match_gene_sets(
                 f"{g}->{t}" for g, t in translated.items() if g != t and t in found
             ),
             "no_ortholog": _join(no_ortholog),
+            "status": "kept",
+            "reason": "",
         })
     report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     too_small = report[report["n_found"] < min_genes]
-    if not too_small.empty:
+    if too_small.empty:
+        return matched, report
+    if on_too_few == "stop":
         details = "; ".join(
             f"{r.set!r}: {r.n_found} of {r.n_genes} found"
             + (f" (missing: {r.missing})" if r.missing else "")
             for r in too_small.itertuples()
         )
-        raise ValueError(
+        raise ConfigError(
             f"{len(too_small)} gene set(s) have fewer than genesets.min_genes={min_genes} "
             f"genes in the {data_species} data: {details}. Fix: check the set's species "
-            f"(sets are read as {set_species}), correct the symbols in its GMT file, or "
-            "lower genesets.min_genes in the config."
+            f"(sets are read as {set_species}), correct the symbols in its GMT file, "
+            "lower genesets.min_genes in the config, or set genesets.on_too_few: drop to "
+            "leave such sets out (genesets.on_too_few is stop)."
         )
+    for row in too_small.itertuples():
+        reason = (f"{row.n_found} of {row.n_genes} genes in the data, fewer than "
+                  f"genesets.min_genes={min_genes}")
+        report.loc[row.Index, ["status", "reason"]] = ["dropped", reason]
+        matched.pop(row.set)
+        log.warning("gene set %r dropped: %s (genesets.on_too_few: drop)", row.set, reason)
     return matched, report
 
 
@@ -448,13 +471,15 @@ class GeneSetLibrary:
     ``programmes`` are scored per cell, tested between conditions (score shifts, GSEA) and
     plotted; ``markers`` drive the annotation. Each set maps the genes as named in the
     data to their weights, in GMT order. ``report`` has one row per set: ``kind``, ``gmt``
-    and :data:`REPORT_COLUMNS`.
+    and :data:`REPORT_COLUMNS`. ``dropped`` gives, per kind, the sets left out for too few
+    genes in the data and why (``genesets.on_too_few: drop``).
     """
 
     species: str
     programmes: dict[str, GeneSet]
     markers: dict[str, GeneSet]
     report: pd.DataFrame
+    dropped: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @staticmethod
     def _as_input(sets: Mapping[str, GeneSet]) -> dict[str, list[str] | GeneSet]:
@@ -474,17 +499,22 @@ class GeneSetLibrary:
         return {name: [g for g, w in genes.items() if w > 0]
                 for name, genes in self.programmes.items()}
 
+    def dropped_sets(self, kind: str) -> dict[str, str]:
+        """Sets of ``kind`` (programme or marker) left out, with the reason."""
+        return dict(self.dropped.get(kind, {}))
+
     def to_json(self) -> str:
         """The library as JSON (sets in order; the report is written separately)."""
         return json.dumps({"species": self.species, "programmes": self.programmes,
-                           "markers": self.markers}, indent=1)
+                           "markers": self.markers, "dropped": self.dropped}, indent=1)
 
     @classmethod
     def from_json(cls, text: str, report: pd.DataFrame | None = None) -> GeneSetLibrary:
         """Read :meth:`to_json` output back."""
         data = json.loads(text)
         return cls(data["species"], data["programmes"], data["markers"],
-                   report if report is not None else pd.DataFrame(columns=LIBRARY_REPORT))
+                   report if report is not None else pd.DataFrame(columns=LIBRARY_REPORT),
+                   data.get("dropped", {}))
 
 
 LIBRARY_REPORT = ["kind", "gmt", *REPORT_COLUMNS]
@@ -500,12 +530,15 @@ def build_library(
     sets: Sequence[str] = (),
     synonyms: pd.DataFrame | None = None,
     orthologs: pd.DataFrame | None = None,
+    on_too_few: str = "drop",
 ) -> GeneSetLibrary:
     """Match every GMT of the run to the data's genes (synonyms, orthologs, ``min_genes``).
 
     ``programme_gmts`` are ``(path, species)`` pairs (the run's programme file, then the
     user's extra files); ``sets`` keeps only those programme names (empty = all). Set names
-    must be unique across the programme files. Marker sets are of the data's species.
+    must be unique across the programme files. Marker sets are of the data's species. Sets
+    with fewer than ``min_genes`` genes found are dropped (and listed in the report and in
+    ``dropped``) or stop the run, as ``on_too_few`` says.
     """
     var_names = list(var_names)
     wanted = set(sets)
@@ -521,16 +554,21 @@ def build_library(
                              "GMT; rename them so every set name is unique")
         matched, rep = match_gene_sets(found_sets, var_names, set_species=species,
                                        data_species=data_species, min_genes=min_genes,
-                                       orthologs=orthologs, synonyms=synonyms)
+                                       orthologs=orthologs, synonyms=synonyms,
+                                       on_too_few=on_too_few)
         programmes.update({k: as_weights(v) for k, v in matched.items()})
         reports.append(rep.assign(kind="programme", gmt=str(gmt)))
     matched, rep = match_gene_sets(load_gene_sets([marker_gmt]), var_names,
                                    set_species=data_species, data_species=data_species,
-                                   min_genes=min_genes, synonyms=synonyms)
+                                   min_genes=min_genes, synonyms=synonyms,
+                                   on_too_few=on_too_few)
     markers = {k: as_weights(v) for k, v in matched.items()}
     reports.append(rep.assign(kind="marker", gmt=str(marker_gmt)))
     report = pd.concat(reports, ignore_index=True)[LIBRARY_REPORT]
-    return GeneSetLibrary(data_species, programmes, markers, report)
+    dropped = report[report["status"] == "dropped"]
+    return GeneSetLibrary(data_species, programmes, markers, report, {
+        kind: dict(zip(rows["set"], rows["reason"], strict=True))
+        for kind, rows in dropped.groupby("kind", sort=False)})
 
 
 def read_library(path: str | Path, report: str | Path | None = None) -> GeneSetLibrary:
@@ -548,11 +586,13 @@ class GeneSetSettings(Settings):
 def library_stage(var_names: Iterable[str], settings: GeneSetSettings, *, species: str,
                   sets: Sequence[str] = ()) -> GeneSetLibrary:
     """The gene-set library of a run: the species' programme GMT plus the extra GMTs (only
-    ``sets`` when given) and the species' marker GMT, matched to ``var_names``."""
+    ``sets`` when given) and the species' marker GMT, matched to ``var_names``; sets with
+    too few genes in the data dropped or stopping the run (``genesets.on_too_few``)."""
     gmts = [(settings.programmes[species], species),
             *((e["path"], e["species"]) for e in settings.extra)]
     return build_library(
         var_names, data_species=species, programme_gmts=gmts,
         marker_gmt=settings.markers[species], min_genes=settings.min_genes, sets=sets,
         synonyms=read_synonyms(settings.synonyms), orthologs=read_orthologs(settings.orthologs),
+        on_too_few=settings.on_too_few,
     )

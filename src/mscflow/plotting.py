@@ -140,28 +140,48 @@ def qc_distributions(metrics: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure
 
 
 def doublet_scores(metrics: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
-    """Histogram of scrublet doublet scores per sample with its threshold."""
+    """Doublet scores per sample with the threshold applied (solid) and the score above
+    which the expected share of cells lies (dashed), then a panel of calls per sample:
+    the share called against the expected rate."""
     set_style()
     order = list(summary["sample"])
-    ncols = min(4, len(order))
-    nrows = int(np.ceil(len(order) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), squeeze=False,
-                             sharex=True)
-    thresholds = summary.set_index("sample")["threshold_doublet_score"]
+    ncols = min(4, len(order) + 1)
+    nrows = int(np.ceil((len(order) + 1) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.5 * nrows), squeeze=False)
+    rows = summary.set_index("sample")
+    method = str(rows["doublet_method"].iloc[0]) if len(rows) else ""
     for ax, sample in zip(axes.ravel(), order, strict=False):
         scores = metrics.loc[metrics["sample"] == sample, "doublet_score"].dropna()
+        row = rows.loc[sample]
         ax.hist(scores, bins=40, color="#009E73")
         ax.set_yscale("log")  # the few doublets in the tail stay visible
-        title = sample
-        if np.isfinite(thresholds.get(sample, np.nan)):
-            ax.axvline(thresholds[sample], color="#D55E00", linewidth=1.5)
-            title = f"{sample}: {int((scores > thresholds[sample]).sum())} above threshold"
+        title = f"{sample}: no scores"
+        if len(scores):
+            cut = float(np.quantile(scores, 1 - min(row["expected_doublet_rate"], 1.0)))
+            ax.axvline(cut, color="#0072B2", linestyle="--", linewidth=1.2)
+            title = f"{sample}: {int(row['n_doublet'])} called"
+            if np.isfinite(row["threshold_doublet_score"]):
+                ax.axvline(row["threshold_doublet_score"], color="#D55E00", linewidth=1.5)
+            title += f", {row['n_doublet_expected']:.0f} expected"
         ax.set_title(title, fontsize=BASE_FONT_SIZE - 1)
-        ax.set_xlabel("doublet score (scrublet)")
+        ax.set_xlabel(f"doublet score ({method})")
         ax.set_ylabel("cells (log scale)")
-    for ax in axes.ravel()[len(order):]:
+    calls = axes.ravel()[len(order)]
+    y = np.arange(len(order))
+    calls.barh(y, 100 * rows.loc[order, "called_doublet_rate"], color="#D55E00",
+               label="called")
+    calls.scatter(100 * rows.loc[order, "expected_doublet_rate"], y, color="#0072B2",
+                  marker="|", s=200, zorder=3, label="expected")
+    calls.set_yticks(y, order, fontsize=BASE_FONT_SIZE - 2)
+    calls.invert_yaxis()
+    calls.set_xlabel("doublets (% of cells scored)")
+    calls.set_title("calls per sample", fontsize=BASE_FONT_SIZE - 1)
+    calls.legend(loc="lower right", fontsize=BASE_FONT_SIZE - 2)
+    for ax in axes.ravel()[len(order) + 1:]:
         ax.set_visible(False)
-    fig.tight_layout()
+    fig.text(0.01, 0.003, "solid: threshold applied; dashed: score above which the expected "
+             "share of cells lies", fontsize=BASE_FONT_SIZE - 2)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
 

@@ -10,13 +10,16 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
+from scipy import sparse
 from scipy.stats import median_abs_deviation
 
 from mscflow.config import Settings, settings_section
-from mscflow.doublets import scrublet_fast
+from mscflow.doublet_classifier import DoubletClassifierSettings, classify_doublets, embed_cells
+from mscflow.doublets import DoubletResult, expected_doublet_rate, nearest_singlets, scrublet_fast
 from mscflow.errors import InputDataError
 from mscflow.io import check_species, prefix_barcodes, read_sample
 from mscflow.job import timed
+from mscflow.readers import add_published_columns
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ FLAG_COLUMNS = (
 )  # fmt: skip
 
 
-@settings_section("qc")
+@settings_section("qc", doublet_classifier=DoubletClassifierSettings)
 class QCSettings(Settings):
     """Config section ``qc``: outlier rules, doublets and the too-few-cells policy (fields:
     the section's keys in the schema; config/README.md says what each means)."""
@@ -95,37 +98,70 @@ def flag_outliers(adata: ad.AnnData, settings: QCSettings) -> dict[str, float]:
     return applied
 
 
-def score_doublets(adata: ad.AnnData, *, random_state: int, expected_rate: float,
-                   min_cells: int = 100, method: str = "fast") -> None:
-    """Scrublet doublet scores on the cells that passed QC (in place).
+def run_doublet_method(counts, method: str, *, expected_rate: float,
+                       classifier: DoubletClassifierSettings, random_state: int
+                       ) -> DoubletResult:
+    """Scores and calls of one sample's cells (raw counts, cells x genes) by ``method``:
+    ``classifier`` (:func:`mscflow.doublet_classifier.classify_doublets`), ``scrublet``
+    (:func:`mscflow.doublets.scrublet_fast`) or ``scanpy`` (``sc.pp.scrublet``); the
+    scrublets call with their automatic threshold, ``expected_rate`` is their prior."""
+    if method == "classifier":
+        return classify_doublets(counts, expected_rate=expected_rate, params=classifier,
+                                 random_state=random_state)
+    if method == "scrublet":
+        return scrublet_fast(counts, expected_rate=expected_rate, random_state=random_state)
+    if method != "scanpy":
+        raise ValueError(f"qc.doublet_method must be classifier, scrublet or scanpy, not "
+                         f"'{method}'")
+    sub = ad.AnnData(counts)
+    sc.pp.scrublet(sub, expected_doublet_rate=expected_rate, random_state=random_state,
+                   verbose=False)
+    return DoubletResult(sub.obs["doublet_score"].to_numpy(float),
+                         sub.obs["predicted_doublet"].to_numpy(bool),
+                         float(sub.uns["scrublet"]["threshold"]),
+                         np.asarray(sub.uns["scrublet"]["doublet_scores_sim"]), expected_rate)
 
-    ``method`` "fast" runs :func:`mscflow.doublets.scrublet_fast` (same model, sparse PCA,
-    exact neighbour counts; several times faster), "scanpy" runs ``sc.pp.scrublet``.
-    Adds ``doublet_score`` and ``predicted_doublet``; cells failing QC and samples with fewer
-    than ``min_cells`` passing cells get NaN / False (logged).
+
+def score_doublets(adata: ad.AnnData, settings: QCSettings, *, random_state: int,
+                   min_cells: int = 100) -> None:
+    """Doublet scores and calls on the cells that passed QC (in place).
+
+    The expected rate is ``qc.expected_doublet_rate`` or, unset, 0.8 % per 1,000 cells of
+    the sample (:func:`mscflow.doublets.expected_doublet_rate`). Adds obs
+    ``doublet_score``, ``predicted_doublet`` and ``doublet_neighbour`` (for a called
+    doublet: the nearest cell not called, in the method's embedding; it places the doublet
+    on a cluster later) and ``uns["doublets"]`` (method, expected rate, threshold). Cells
+    failing QC, and samples with fewer than ``min_cells`` passing cells, get NaN / False.
     """
-    adata.obs["doublet_score"] = np.nan
-    adata.obs["predicted_doublet"] = False
-    keep = ~adata.obs["qc_fail"].to_numpy()
+    obs = adata.obs
+    obs["doublet_score"] = np.nan
+    obs["predicted_doublet"] = False
+    obs["doublet_neighbour"] = ""
+    rate = expected_doublet_rate(settings.expected_doublet_rate, adata.n_obs)
+    adata.uns["doublets"] = {"method": settings.doublet_method, "expected_rate": rate,
+                             "threshold": float("nan"), "n_scored": 0}
+    keep = ~obs["qc_fail"].to_numpy()
     if keep.sum() < min_cells:
         log.warning("only %d cells pass QC: doublet detection skipped", keep.sum())
         return
-    if method == "fast":
-        result = scrublet_fast(adata.X[keep], expected_rate=expected_rate,
-                               random_state=random_state)
-        adata.obs.loc[keep, "doublet_score"] = result.scores
-        adata.obs.loc[keep, "predicted_doublet"] = result.predicted
-        adata.uns["scrublet_threshold"] = result.threshold
-        return
-    if method != "scanpy":
-        raise ValueError(f"qc.doublet_method must be 'fast' or 'scanpy', not '{method}'")
-    sub = adata[keep].copy()
-    sc.pp.scrublet(sub, expected_doublet_rate=expected_rate, random_state=random_state,
-                   verbose=False)
-    adata.obs.loc[sub.obs_names, "doublet_score"] = sub.obs["doublet_score"].to_numpy()
-    adata.obs.loc[sub.obs_names, "predicted_doublet"] = sub.obs["predicted_doublet"].to_numpy(
-        dtype=bool)
-    adata.uns["scrublet_threshold"] = float(sub.uns["scrublet"]["threshold"])
+    counts = adata.X[keep]
+    result = run_doublet_method(counts, settings.doublet_method, expected_rate=rate,
+                                classifier=settings.doublet_classifier,
+                                random_state=random_state)
+    obs.loc[keep, "doublet_score"] = result.scores
+    obs.loc[keep, "predicted_doublet"] = result.predicted
+    embedding = result.embedding
+    if embedding is None:
+        embedding = embed_cells(sparse.csr_matrix(counts, dtype=np.float32),
+                                settings.doublet_classifier.n_features,
+                                settings.doublet_classifier.n_pcs).coordinates
+    nearest = nearest_singlets(embedding, result.predicted)
+    names = adata.obs_names[keep]
+    obs.loc[names[nearest >= 0], "doublet_neighbour"] = names[nearest[nearest >= 0]]
+    adata.uns["doublets"].update(threshold=float(result.threshold), n_scored=int(keep.sum()))
+    log.info("doublets (%s): %d of %d cells called, %.1f expected (rate %.4f)",
+             settings.doublet_method, int(result.predicted.sum()), int(keep.sum()),
+             rate * keep.sum(), rate)
 
 
 def summarise_sample(adata: ad.AnnData, sample: str, applied: Mapping[str, float]) -> pd.DataFrame:
@@ -138,7 +174,12 @@ def summarise_sample(adata: ad.AnnData, sample: str, applied: Mapping[str, float
     row["n_doublet"] = int(obs["predicted_doublet"].sum())
     row["cells_out"] = int((~obs["qc_fail"] & ~obs["predicted_doublet"]).sum())
     row.update({f"threshold_{k}": v for k, v in applied.items()})
-    row["threshold_doublet_score"] = adata.uns.get("scrublet_threshold", np.nan)
+    row["threshold_doublet_score"] = adata.uns["doublets"]["threshold"]
+    row["doublet_method"] = adata.uns["doublets"]["method"]
+    row["expected_doublet_rate"] = adata.uns["doublets"]["expected_rate"]
+    scored = adata.uns["doublets"]["n_scored"]
+    row["n_doublet_expected"] = round(adata.uns["doublets"]["expected_rate"] * scored, 1)
+    row["called_doublet_rate"] = row["n_doublet"] / scored if scored else np.nan
     return pd.DataFrame([row])
 
 
@@ -153,15 +194,13 @@ def run_sample_qc(adata: ad.AnnData, *, sample: str, species: str, settings: QCS
         add_qc_metrics(adata, species)
         applied = flag_outliers(adata, settings)
     with timed("doublets"):
-        score_doublets(adata, random_state=random_state,
-                       expected_rate=settings.expected_doublet_rate,
-                       method=settings.doublet_method)
+        score_doublets(adata, settings, random_state=random_state)
     summary = summarise_sample(adata, sample, applied)
     keep = ~adata.obs["qc_fail"].to_numpy() & ~adata.obs["predicted_doublet"].to_numpy()
     metric_cols = [
         "barcode", "total_counts", "n_genes_by_counts", "pct_counts_mt", "pct_counts_ribo",
         "pct_counts_hb", "top_feature_fraction", "top_feature", *FLAG_COLUMNS, "qc_fail",
-        "doublet_score", "predicted_doublet",
+        "doublet_score", "predicted_doublet", "doublet_neighbour",
     ]  # fmt: skip
     metrics = adata.obs[metric_cols].copy()
     metrics.insert(0, "sample", sample)
@@ -206,17 +245,24 @@ def apply_min_cells_policy(filtered: ad.AnnData, summary: pd.DataFrame,
 
 
 def qc_sample(path: str | Path, fmt: str, *, sample: str, metadata: Mapping[str, str],
-              settings: QCSettings, random_state: int, layer: str | None = None
-              ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
+              settings: QCSettings, random_state: int, layer: str | None = None,
+              obs_filter: str = "", var_symbols: str = "", keep_obs: str = "",
+              run_keep_obs: str = "") -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
     """The QC stage of one sample: read, check the species, compute metrics, flag
     outliers and doublets, filter, and apply the too-few-cells policy.
 
     ``metadata`` (the sheet's columns for the sample, with ``species``) is copied into obs
-    and barcodes become ``<sample>:<barcode>``. Returns (filtered cells, per-cell metrics of
-    every cell, one-row summary). Bad input raises :class:`~mscflow.errors.InputDataError`.
+    and barcodes become ``<sample>:<barcode>``. ``layer``, ``obs_filter``, ``var_symbols``
+    and ``keep_obs`` (the sheet's reading columns) go to
+    :func:`mscflow.readers.read_sample`; ``run_keep_obs`` (every row's ``keep_obs``) are
+    added empty where this file lacks them, so the merged samples keep them. Returns
+    (filtered cells, per-cell metrics of every cell, one-row summary). Bad input raises
+    :class:`~mscflow.errors.InputDataError`.
     """
     with timed("read"):
-        adata = read_sample(path, fmt, sample=sample, layer=layer or None)
+        adata = read_sample(path, fmt, sample=sample, layer=layer or None,
+                            obs_filter=obs_filter, var_symbols=var_symbols, keep_obs=keep_obs)
+    add_published_columns(adata, run_keep_obs)
     check_species(adata, metadata["species"], sample=sample, source=str(path))
     log.info("read %s: %d cells x %d genes", sample, adata.n_obs, adata.n_vars)
     prefix_barcodes(adata, sample)

@@ -20,11 +20,21 @@ import pandas as pd
 import session_info2
 from packaging.requirements import Requirement
 
+from mscflow.config import Settings, runtime_field, settings_section
+
 SAMPLE_COLUMNS = ("sample", "tissue", "condition", "replicate", "species", "format")
 SAMPLES_OVERVIEW_COLUMNS = (*SAMPLE_COLUMNS, "cells_in", "cells_out", "pct_kept")
 SOFTWARE_COLUMNS = ("package", "version", "role")
 CONFIG_COLUMNS = ("key", "value")
 RUN_INFO_COLUMNS = ("item", "value")
+
+
+@settings_section("report")
+class ReportSettings(Settings):
+    """Config section ``report`` (keys in the schema, see config/README.md), plus the run's
+    seed (the explorer's subsample)."""
+
+    seed: int = runtime_field()
 
 
 def file_safe_name(label: str) -> str:

@@ -3,8 +3,11 @@
 A sheet is a tab-separated UTF-8 file with one header line; lines that start with ``#`` are
 comments, and a ``#`` inside a field is kept as data. Rows are checked against
 ``mscflow/schemas/samples.schema.yaml`` and by :func:`check_samples` (one species, paths
-that exist and match their format). Every error is a :class:`SampleSheetError` naming the
-file, the line, the sample and the column.
+that exist and match their format). :func:`check_sample_files` opens the h5ad and loom files
+the rows name (their columns, not their matrices) to check ``obs_filter``, ``layer``,
+``var_symbols``, ``keep_obs`` and the species before any job runs, and that no cell falls in
+two samples. Every error is a :class:`SampleSheetError` naming the file, the line, the sample
+and the column.
 """
 
 from __future__ import annotations
@@ -24,15 +27,22 @@ __all__ = [
     "FILE_COLUMNS",
     "REQUIRED_COLUMNS",
     "SampleSheetError",
+    "check_sample_files",
     "check_samples",
     "read_sample_sheet",
+    "reading_options",
     "sample_id_problem",
     "sample_metadata",
 ]
 
 REQUIRED_COLUMNS = ("sample", "tissue", "condition", "replicate", "species", "format")
 # Columns that say where and how to read a sample; every other column is sample metadata.
-FILE_COLUMNS = ("path", "format", "layer", "url", "sha256", "member")
+FILE_COLUMNS = ("path", "format", "layer", "url", "sha256", "member", "obs_filter",
+                "var_symbols", "keep_obs")
+# The file columns that tell the reader what to take from an h5ad or loom file.
+READING_COLUMNS = ("layer", "obs_filter", "var_symbols", "keep_obs")
+# Formats whose files hold per-cell and per-gene columns (mscflow.readers.ANNOTATED_FORMATS).
+ANNOTATED_FORMATS = ("h5ad", "loom")
 
 # Sample ids become file names (results/qc/<sample>.h5ad): a strict, portable alphabet.
 SAMPLE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -104,9 +114,10 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
 def read_sample_sheet(path: str | Path, *, validate: bool = True) -> pd.DataFrame:
     """Read the sample sheet (TSV) with every column as text, indexed by sample id.
 
-    Missing optional file columns (``path``, ``url``, ``sha256``, ``layer``, ``member``)
-    are added empty. ``sheet.attrs["lines"]`` maps each sample id to its line in the file.
-    With ``validate`` every row is checked against the row schema. Raises
+    Missing optional file columns (``path``, ``url``, ``sha256``, ``layer``, ``member``,
+    ``obs_filter``, ``var_symbols``, ``keep_obs``) are added empty. ``sheet.attrs["lines"]``
+    maps each sample id to its line in the file. With ``validate`` every row is checked
+    against the row schema. Raises
     :class:`SampleSheetError` naming the file, line and sample.
     """
     path = Path(path)
@@ -188,9 +199,14 @@ def check_samples(samples: pd.DataFrame, *, sheet_path: str, demo_dir: str | Non
             f"sample sheet '{sheet_path}' mixes species {species}; run each species "
             "separately (gene sets are mapped to the data's species)."
         )
-    lines = samples.attrs.get("lines", {})
     for sample, row in samples.iterrows():
-        where = f"sample sheet '{sheet_path}', line {lines.get(sample, '?')}, sample '{sample}'"
+        where = _where(samples, sheet_path, sample)
+        used = [c for c in READING_COLUMNS if row[c]]
+        if used and row["format"] not in ANNOTATED_FORMATS:
+            raise SampleSheetError(
+                f"{where}: column(s) {used} apply to h5ad and loom files only, but its format "
+                f"is {row['format']}. Empty them for this row, or fix `format`."
+            )
         if row["url"]:
             if row["path"]:
                 raise SampleSheetError(f"{where}: both `path` and `url` are set; keep one.")
@@ -214,8 +230,106 @@ def check_samples(samples: pd.DataFrame, *, sheet_path: str, demo_dir: str | Non
             raise SampleSheetError(
                 f"{where}: format '{row['format']}' does not match path '{row['path']}', "
                 f"which is {found}. Use format 10x_mtx for a Cell Ranger folder (matrix.mtx, "
-                "barcodes, features), 10x_h5 for a .h5 file and h5ad for an .h5ad file."
+                "barcodes, features), 10x_h5 for a .h5 file, h5ad for an .h5ad file and "
+                "loom for a .loom file."
             )
+    _check_shared_paths(samples, sheet_path)
+
+
+def _where(samples: pd.DataFrame, sheet_path: str, sample: str) -> str:
+    line = samples.attrs.get("lines", {}).get(sample, "?")
+    return f"sample sheet '{sheet_path}', line {line}, sample '{sample}'"
+
+
+def _check_shared_paths(samples: pd.DataFrame, sheet_path: str) -> None:
+    """Rows may share a path only when each takes its own cells with ``obs_filter``."""
+    rows = samples[samples["path"] != ""]
+    for path, group in rows.groupby("path", sort=False):
+        unfiltered = group.index[group["obs_filter"] == ""].tolist()
+        if len(group) > 1 and unfiltered:
+            others = [s for s in group.index if s != unfiltered[0]]
+            raise SampleSheetError(
+                f"{_where(samples, sheet_path, unfiltered[0])} reads every cell of "
+                f"'{path}', which sample(s) {others} read too, so those cells would be in "
+                "two samples. Give each row sharing a path an `obs_filter` "
+                "(column=value) that selects its own cells, or remove the repeated row."
+            )
+
+
+def check_sample_files(samples: pd.DataFrame, *, sheet_path: str,
+                       demo_dir: str | None = None) -> None:
+    """Open the h5ad and loom files of the sheet's path rows (columns only, never the
+    matrices) and check, before any job: the ``obs_filter``, ``keep_obs`` and
+    ``var_symbols`` columns and the ``layer`` exist; the genes are named by symbols of the
+    sheet's species; every ``obs_filter`` selects cells and no cell is selected by two rows
+    sharing a file. Raises :class:`SampleSheetError` naming the sheet line, the sample, the
+    file and the fix. (Rows with a ``url`` are checked by their QC job, once downloaded.)"""
+    rows = samples[samples["format"].isin(ANNOTATED_FORMATS) & (samples["url"] == "")
+                   & ~samples["path"].map(lambda p: _under(p, demo_dir))]
+    if rows.empty:
+        return
+    from mscflow.errors import InputDataError
+    from mscflow.matrixfiles import open_matrix_file
+    from mscflow.readers import check_source
+
+    for (path, fmt), group in rows.groupby(["path", "format"], sort=False):
+        masks: dict[str, object] = {}
+        first = _where(samples, sheet_path, group.index[0])
+        try:
+            with open_matrix_file(path, fmt) as source:
+                for sample, row in group.iterrows():
+                    try:
+                        masks[sample] = check_source(
+                            source, sample=sample, species=row["species"], layer=row["layer"],
+                            obs_filter=row["obs_filter"], var_symbols=row["var_symbols"],
+                            keep_obs=row["keep_obs"])
+                    except InputDataError as err:
+                        reason = str(err).removeprefix(f"sample '{sample}': ")
+                        raise SampleSheetError(f"{_where(samples, sheet_path, sample)}: "
+                                               f"{reason}") from err
+                cell_names = source.obs_names if len(group) > 1 else None
+                _check_disjoint(samples, sheet_path, path, masks, cell_names)
+        except (SampleSheetError, InputDataError):
+            raise
+        except Exception as err:  # noqa: BLE001 - an unreadable file, named with its row
+            raise SampleSheetError(
+                f"{first}: could not read '{path}' as {fmt} ({type(err).__name__}: {err}). "
+                "The file may be truncated or corrupt, or not of this format: re-download "
+                "it or fix `format`."
+            ) from err
+
+
+def _check_disjoint(samples: pd.DataFrame, sheet_path: str, path: str,
+                    masks: dict[str, object], cell_names: object) -> None:
+    """No cell of ``path`` may be selected by two rows."""
+    import numpy as np
+
+    names = list(masks)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = np.flatnonzero(np.asarray(masks[a]) & np.asarray(masks[b]))
+            if len(both):
+                example = cell_names()[both[0]] if cell_names else both[0]
+                raise SampleSheetError(
+                    f"{_where(samples, sheet_path, b)}: its obs_filter "
+                    f"'{samples.loc[b, 'obs_filter']}' and that of sample '{a}' "
+                    f"('{samples.loc[a, 'obs_filter']}') both select {len(both)} cell(s) of "
+                    f"'{path}' (e.g. '{example}'), so they would be in two samples. Make the "
+                    "filters disjoint, e.g. add a term (column=value;column=value) that "
+                    "tells the samples apart."
+                )
+
+
+def reading_options(samples: pd.DataFrame, sample: str) -> dict[str, str]:
+    """What the QC job takes from the sample's file: ``layer``, ``obs_filter``,
+    ``var_symbols``, ``keep_obs`` (keywords of :func:`mscflow.readers.read_sample`), and
+    ``run_keep_obs``, every row's ``keep_obs`` (keywords of :func:`mscflow.qc.qc_sample`)."""
+    row = samples.loc[sample]
+    options = {column: str(row[column]) for column in READING_COLUMNS}
+    options["run_keep_obs"] = ",".join(dict.fromkeys(
+        c.strip() for text in samples["keep_obs"] for c in re.split(r"[,;]", text)
+        if c.strip()))
+    return options
 
 
 def sample_metadata(samples: pd.DataFrame, sample: str) -> dict[str, str]:

@@ -1,4 +1,9 @@
-# Merge samples, normalise, HVG, PCA, neighbours, Leiden at several resolutions, UMAP, markers.
+# Merge samples, normalise, HVG, PCA, batch integration, neighbours, Leiden at several
+# resolutions, UMAP, markers.
+from mscflow.integration import resolve_batch_key
+
+# The sheet column naming each sample's batch (checked here, before any job runs).
+BATCH_KEY = resolve_batch_key(samples, config["cluster"]["integration"]["batch_key"])
 
 final_outputs("results/cluster/markers.tsv", "results/cluster/resolution_agreement.tsv")
 
@@ -18,6 +23,7 @@ rule cluster:
         ),
     params:
         cluster=config["cluster"],
+        batch_key=BATCH_KEY,
         seed=config["seed"],
         compression=config["h5ad_compression"],
     log:

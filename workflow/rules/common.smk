@@ -11,10 +11,12 @@ from mscflow.samplesheet import sample_metadata
 
 # Checked before any job runs: preset, config (every default filled in from the schema),
 # sample sheet, gene-set files and contrasts. Each error names the key, sheet line or sample
-# and the fix (docs/errors.md lists them).
+# and the fix (docs/errors.md lists them). A preset (config/presets of the working directory,
+# else beside the Snakefile) is resolved here: its sheet is written to results/preset/NAME/
+# and printed before any job runs (docs/fetching.md).
 RUN = prepare_run(
     config,
-    presets_dir=Path(workflow.basedir) / "config" / "presets",
+    presets_dir=[Path("config/presets"), Path(workflow.basedir) / "config" / "presets"],
     cli_overrides=workflow.config_settings.overwrite_config,
 )
 config.update(RUN.config)
@@ -42,7 +44,7 @@ def is_demo_path(path):
 def sample_input(wildcards):
     """The sample's input file or folder (for url rows: the fetched, unpacked copy)."""
     row = samples.loc[wildcards.sample]
-    return mscflow.fetch.fetched_path(row) if row["url"] else row["path"]
+    return mscflow.fetch.fetched_path(FETCH_SPECS[row["sample"]]) if row["url"] else row["path"]
 
 
 def demo_outputs():
@@ -91,9 +93,12 @@ def default_cluster_key():
     return f"leiden_{float(config['cluster']['default_resolution']):g}"
 
 
-# Downloads (rules in fetch.smk): url rows of the sheet, their cache files.
+# Downloads (rules in fetch.smk): url rows of the sheet, their cache files. Rows of a preset
+# carry no sha256: their files are verified against the preset's lock (pinned on first
+# download), and their cache keys are url-<digest>.
 FETCH_SETTINGS = mscflow.fetch.FetchSettings.from_config(config["fetch"])
-FETCH_SPECS = mscflow.fetch.url_samples(samples)
+FETCH_LOCK = str(RUN.preset.lock.path) if RUN.preset else ""
+FETCH_SPECS = mscflow.fetch.url_samples(samples, pinned_by_lock=bool(RUN.preset))
 FETCH_CACHE = mscflow.fetch.cache_index(FETCH_SPECS, FETCH_SETTINGS.cache_dir)
 FETCH_CACHE_DIR = str(FETCH_SETTINGS.cache_dir).rstrip("/")
 
@@ -109,6 +114,6 @@ def fetch_spec(wildcards):
         ) from None
 
 
-def fetch_cached_file(wildcards):
-    """Cache path of the file that holds {sample}."""
-    return str(FETCH_CACHE[fetch_spec(wildcards).sha256])
+def fetch_cached_files(wildcards):
+    """Cache paths of the file(s) that hold {sample}."""
+    return [str(FETCH_CACHE[f.key]) for f in fetch_spec(wildcards).files]

@@ -1,4 +1,5 @@
-# The embedded demo: a seeded generator writes every demo sample and the planted truth.
+# The embedded demo: a seeded generator writes every demo sample and the planted truth
+# (per cell, per gene, per gene set, per ligand-receptor pair; README "The demo").
 
 
 rule make_demo:
@@ -11,6 +12,10 @@ rule make_demo:
         sheet=f"{DEMO_DIR}/samples.tsv",
         truth=f"{DEMO_DIR}/truth.tsv.gz",
         planted=f"{DEMO_DIR}/planted_effects.tsv",
+        gene_effects=f"{DEMO_DIR}/planted_gene_effects.tsv",
+        score_effects=f"{DEMO_DIR}/planted_score_effects.tsv",
+        interactions=f"{DEMO_DIR}/planted_interactions.tsv",
+        spec=f"{DEMO_DIR}/spec.json",
     params:
         outdir=lambda wc, output: os.path.dirname(output.sheet),
         demo=config["demo"],

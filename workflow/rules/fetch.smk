@@ -1,24 +1,28 @@
 # Fetch url rows of the sample sheet into the shared cache and unpack them.
 #
-# Needs from common.smk: FETCH_SPECS (url rows of the sheet), FETCH_SETTINGS (config `fetch`),
-# FETCH_CACHE_DIR. The readable path of a url row is mscflow.fetch.fetched_path(row):
+# Needs from common.smk: FETCH_SPECS (url rows of the sheet), FETCH_CACHE_DIR, FETCH_LOCK (the
+# preset's lock.tsv, or "" without a preset). The readable path of a url row is
+# mscflow.fetch.fetched_path(row):
 #   results/fetched/{sample}/10x_mtx | results/fetched/{sample}/matrix.h5 | .../matrix.h5ad
-# See docs/fetching.md.
+# The cache key is the file's sha256 (sheet rows) or url-<digest> (preset files, verified
+# against FETCH_LOCK). Params hold nothing that changes when a file gets pinned, so pinning
+# never triggers a rerun. See docs/fetching.md.
 
 rule fetch_url:
     output:
-        f"{FETCH_CACHE_DIR}/{{sha256}}/{{filename}}",
+        f"{FETCH_CACHE_DIR}/{{key}}/{{filename}}",
     wildcard_constraints:
-        sha256="[0-9a-f]{64}",
+        key="[0-9a-f]{64}|url-[0-9a-f]{24}",
         filename="[^/]+",
     params:
-        urls=lambda wc: mscflow.fetch.urls_for(FETCH_SPECS, wc.sha256),
-        samples=lambda wc: sorted(s for s, v in FETCH_SPECS.items() if v.sha256 == wc.sha256),
-        settings=FETCH_SETTINGS,
+        urls=lambda wc: mscflow.fetch.urls_for(FETCH_SPECS, wc.key),
+        samples=lambda wc: mscflow.fetch.samples_for(FETCH_SPECS, wc.key),
+        lock=FETCH_LOCK,
+        settings=config["fetch"],
     log:
-        "logs/fetch/fetch_url/{sha256}.{filename}.log",
+        "logs/fetch/fetch_url/{key}.{filename}.log",
     benchmark:
-        "benchmarks/fetch/fetch_url/{sha256}.{filename}.tsv"
+        "benchmarks/fetch/fetch_url/{key}.{filename}.tsv"
     threads: 1
     resources:
         mem_mb=scaled_mem_mb(512, 0),
@@ -32,7 +36,7 @@ rule fetch_url:
 
 rule unpack_10x_mtx:
     input:
-        fetch_cached_file,
+        fetch_cached_files,
     output:
         directory("results/fetched/{sample}/10x_mtx"),
     wildcard_constraints:
@@ -55,7 +59,7 @@ rule unpack_10x_mtx:
 
 rule unpack_matrix_file:
     input:
-        fetch_cached_file,
+        fetch_cached_files,
     output:
         "results/fetched/{sample}/matrix.{ext}",
     wildcard_constraints:

@@ -1,9 +1,14 @@
-# Per-sample QC: read, metrics, MAD outlier flags, scrublet doublets, filter.
+# Per-sample QC: read, metrics, MAD outlier flags, doublets, filter; doublet-driven clusters
+# once the cells are annotated.
+
+from mscflow.samplesheet import reading_options
 
 final_outputs(
     "results/qc/qc_summary.tsv",
     "results/qc/plots/qc_distributions.png",
     "results/qc/plots/doublet_scores.png",
+    "results/qc/doublet_clusters.tsv",
+    "results/qc/plots/doublet_clusters.png",
 )
 
 
@@ -17,7 +22,8 @@ rule qc_sample:
     params:
         meta=lambda wc: sample_metadata(samples, wc.sample),
         fmt=lambda wc: samples.loc[wc.sample, "format"],
-        layer=lambda wc: samples.loc[wc.sample, "layer"],
+        # layer, obs_filter, var_symbols, keep_obs: what to take from an h5ad or loom file
+        reading=lambda wc: reading_options(samples, wc.sample),
         qc=config["qc"],
         seed=config["seed"],
         compression=config["h5ad_compression"],
@@ -73,3 +79,39 @@ rule qc_summary:
         "../../envs/mscflow.yaml"
     script:
         "../scripts/qc_summary.py"
+
+
+rule doublet_clusters:
+    input:
+        cells="results/annotate/cell_types.tsv.gz",
+        clusters="results/annotate/clusters.tsv",
+        metrics=expand("results/qc/{sample}_metrics.tsv.gz", sample=SAMPLES),
+    output:
+        table=report(
+            "results/qc/doublet_clusters.tsv",
+            caption="../report/doublet_clusters.rst",
+            category="1. Quality control",
+            subcategory="Doublets",
+            labels={"table": "doublet-driven clusters"},
+        ),
+        figure=report(
+            "results/qc/plots/doublet_clusters.png",
+            caption="../report/doublet_clusters.rst",
+            category="1. Quality control",
+            subcategory="Doublets",
+            labels={"figure": "doublet-driven clusters"},
+        ),
+    params:
+        max_share=config["qc"]["doublet_cluster_share"],
+    log:
+        "logs/qc/doublet_clusters.log",
+    benchmark:
+        "benchmarks/qc/doublet_clusters.tsv"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(1000, 20),
+        runtime=scaled_runtime(10, 0.05),
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/doublet_clusters.py"

@@ -1,4 +1,5 @@
-# Report-only items: run overview (samples, versions, seeds, software, config), the
+# Report-only items: the findings (first category), the interactive explorer and the
+# viewer-ready export, the run overview (samples, versions, seeds, software, config), the
 # resolution comparison figure and mean-score heatmaps per condition.
 
 from mscflow.report import file_safe_name
@@ -24,6 +25,17 @@ REPORT_SOFTWARE_MODULES = [
     "mscflow.contrast",
     "mscflow.plotting",
     "mscflow.plotting_contrast",
+    "mscflow.doublet_classifier",
+    "mscflow.integration",
+    "mscflow.integration_metrics",
+    "mscflow.readers",
+    "mscflow.labels",
+    "mscflow.communication",
+    "mscflow.communication_contrast",
+    "mscflow.trajectory",
+    "mscflow.findings",
+    "mscflow.explorer",
+    "mscflow.export",
 ]
 
 final_outputs(
@@ -144,3 +156,110 @@ rule report_mean_score_heatmap:
         "../../envs/mscflow.yaml"
     script:
         "../scripts/report_mean_score_heatmap.py"
+
+
+# The report's first category: the findings in words with the overview heat map, and the
+# interactive explorer; beside them the viewer-ready h5ad.
+final_outputs(
+    "results/findings.html",
+    "results/findings.tsv",
+    "results/plots/findings_overview.png",
+    "results/report/explorer.html",
+    "results/export/annotated_cellxgene.h5ad",
+)
+
+
+rule report_findings:
+    input:
+        # every registered replicate-test table (contrast_tables in the stages' .smk files)
+        unpack(lambda wc: CONTRAST_TABLES if config["contrasts"] else {}),
+    output:
+        html=report(
+            "results/findings.html",
+            caption="../report/findings.rst",
+            category="0. Findings",
+            labels={"content": "findings in words, per contrast", "format": "page"},
+        ),
+        tsv=report(
+            "results/findings.tsv",
+            caption="../report/findings_table.rst",
+            category="0. Findings",
+            labels={"content": "every call with its numbers", "format": "TSV"},
+        ),
+        figure=report(
+            "results/plots/findings_overview.png",
+            caption="../report/findings_overview.rst",
+            category="0. Findings",
+            labels={"content": "effects per cell type and programme", "format": "figure"},
+        ),
+    params:
+        fdr=config["contrast_settings"]["fdr"],
+        report=config["report"],
+        seed=config["seed"],
+    log:
+        "logs/report/report_findings.log",
+    benchmark:
+        "benchmarks/report/report_findings.tsv"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(1000, 6),
+        runtime=scaled_runtime(5, 0.05),
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/report_findings.py"
+
+
+rule report_explorer:
+    input:
+        h5ad="results/annotate/annotated.h5ad",
+        library="results/genesets/library.json",
+    output:
+        html=report(
+            "results/report/explorer.html",
+            caption="../report/explorer.rst",
+            category="0. Findings",
+            labels={"content": "interactive UMAP explorer", "format": "page"},
+        ),
+    params:
+        report=config["report"],
+        seed=config["seed"],
+        cluster_key=default_cluster_key(),
+    log:
+        "logs/report/report_explorer.log",
+    benchmark:
+        "benchmarks/report/report_explorer.tsv"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(1500, 2 * H5AD_MB),
+        runtime=scaled_runtime(10, 0.01 * H5AD_MB),
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/report_explorer.py"
+
+
+rule export_cellxgene:
+    input:
+        h5ad="results/annotate/annotated.h5ad",
+    output:
+        h5ad="results/export/annotated_cellxgene.h5ad",
+    params:
+        report=config["report"],
+        seed=config["seed"],
+        cluster_key=default_cluster_key(),
+        target_sum=config["cluster"]["target_sum"],
+        compression=config["h5ad_compression"],
+    log:
+        "logs/report/export_cellxgene.log",
+    benchmark:
+        "benchmarks/report/export_cellxgene.tsv"
+    threads: 1
+    resources:
+        # the whole object in memory, X and counts copied once more into CSC
+        mem_mb=scaled_mem_mb(1500, 9 * H5AD_MB),
+        runtime=scaled_runtime(10, 0.02 * H5AD_MB),
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/export_cellxgene.py"

@@ -12,10 +12,12 @@ from mscflow.plotting import marker_set_dotplot, save
 smk = snakemake  # noqa: F821
 log = job.start(smk)
 adata = ad.read_h5ad(smk.input.h5ad)
+library = read_library(smk.input.library)
 per_cell, per_cluster, dot = annotate_stage(
-    adata, read_library(smk.input.library).marker_sets(),
+    adata, library.marker_sets(),
     pd.read_parquet(smk.input.marker_scores), pd.read_parquet(smk.input.scores),
     AnnotationSettings.from_config(smk.params.annotation), cluster_key=smk.params.cluster_key,
+    dropped_markers=library.dropped_sets("marker"),
 )
 for label, n in adata.obs["cell_type"].value_counts().items():
     log.info("%s: %d cells", label, n)

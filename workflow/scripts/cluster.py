@@ -7,7 +7,8 @@ from mscflow.io import write_h5ad_atomic, write_table_atomic
 smk = snakemake  # noqa: F821
 job.start(smk)
 settings = ClusterSettings.from_config(smk.params.cluster, n_jobs=smk.threads,
-                                       random_state=smk.params.seed)
+                                       random_state=smk.params.seed,
+                                       batch_key=smk.params.batch_key)
 adata, markers, agreement = cluster_samples(smk.input.h5ads, settings)
 write_table_atomic(markers, smk.output.markers)
 write_table_atomic(agreement, smk.output.agreement)

@@ -1,13 +1,14 @@
 """Rules of fetch.smk: download one cached file (``fetch_url``: ``params.urls`` are mirrors
-of one file, checked against the sha256 in the output path), or unpack one sample
-(``unpack_*``: ``input[0]`` for ``params.spec``)."""
+of one file, verified by the sha256 in the output path or by the preset's lock), or unpack
+one sample (``unpack_*``: ``input`` holds its file(s), ``params.spec`` its row)."""
 
 from mscflow import fetch, job
 
 smk = snakemake  # noqa: F821
 job.start(smk)
 if smk.rule == "fetch_url":
-    fetch.download(smk.params.urls, smk.output[0], smk.wildcards.sha256,
-                   sample=",".join(smk.params.samples), settings=smk.params.settings)
+    fetch.fetch_file(smk.params.urls, smk.output[0], smk.wildcards.key, lock_path=smk.params.lock,
+                     samples=smk.params.samples,
+                     settings=fetch.FetchSettings.from_config(smk.params.settings))
 else:
-    fetch.unpack(smk.params.spec, smk.input[0], smk.output[0])
+    fetch.unpack(smk.params.spec, list(smk.input), smk.output[0])

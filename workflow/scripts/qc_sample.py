@@ -14,7 +14,7 @@ job.start(smk)
 filtered, metrics, summary = qc_sample(
     smk.input.data, smk.params.fmt, sample=smk.wildcards.sample, metadata=smk.params.meta,
     settings=QCSettings.from_config(smk.params.qc), random_state=smk.params.seed,
-    layer=smk.params.layer,
+    **smk.params.reading,
 )
 write_table_atomic(metrics, smk.output.metrics)
 write_table_atomic(summary, smk.output.summary)

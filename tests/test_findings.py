@@ -1,0 +1,475 @@
+"""The findings page: sentences from the result tables, every number traced to a table.
+
+``check_page_numbers`` (also used on the demo run by tests/test_workflow_report.py) reads
+every number of the page back and finds it in the tables; ``digits_outside_numbers`` shows
+that the page holds no number that is not so traced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mscflow import contrast
+from mscflow.findings import (
+    FindingSettings,
+    findings_html,
+    findings_records,
+    minimum_detectable_effect,
+    result_table,
+    standard_error_from_ci,
+)
+
+# --- a small HTML tree (the standard library's parser) -----------------------------------
+
+
+class Node:
+    def __init__(self, tag: str, attrs: dict[str, str], parent: Node | None = None):
+        self.tag, self.attrs, self.parent, self.children = tag, attrs, parent, []
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def classes(self) -> set[str]:
+        return set(self.attrs.get("class", "").split())
+
+    def find_all(self, cls: str | None = None, tag: str | None = None) -> list[Node]:
+        found = []
+        for child in self.children:
+            if isinstance(child, Node):
+                if (cls is None or cls in child.classes()) and (tag is None or child.tag == tag):
+                    found.append(child)
+                found.extend(child.find_all(cls, tag))
+        return found
+
+
+class _TreeBuilder(HTMLParser):
+    VOID = {"meta", "img", "br", "hr", "input", "link"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = Node("root", {})
+        self.current = self.root
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, {k: v or "" for k, v in attrs}, self.current)
+        self.current.children.append(node)
+        if tag not in self.VOID:
+            self.current = node
+
+    def handle_endtag(self, tag):
+        node = self.current
+        while node is not self.root and node.tag != tag:
+            node = node.parent
+        if node is not self.root:
+            self.current = node.parent
+
+    def handle_data(self, data):
+        self.current.children.append(data)
+
+
+def parse_page(text: str) -> Node:
+    builder = _TreeBuilder()
+    builder.feed(text)
+    return builder.root
+
+
+# --- the checks -----------------------------------------------------------------------------
+
+
+def _close(text: str, value: float) -> bool:
+    """The shown text is ``value`` rounded to the digits it shows."""
+    shown = float(text.replace("+", "").replace("%", "").strip())
+    if value == 0:
+        return shown == 0
+    mantissa = re.sub(r"e.*$", "", text.replace("+", "").replace("-", "").replace(".", ""))
+    digits = max(len(mantissa.lstrip("0")), 1)
+    return abs(shown - value) <= 0.51 * 10 ** (math.floor(math.log10(abs(value))) - digits + 1)
+
+
+def _family_rows(table: pd.DataFrame, rows: list[int]) -> pd.DataFrame:
+    """Every row of the Benjamini-Hochberg family of ``rows`` (contrast, metric and, where
+    the table has one, fdr_family)."""
+    metric_col = "metric" if "metric" in table else "effect_scale"
+    keys = ["contrast", metric_col, *(["fdr_family"] if "fdr_family" in table else [])]
+    first = table.loc[rows[0]]
+    assert (table.loc[rows, keys] == first[keys]).all().all(), "rows span several families"
+    return table[(table[keys] == first[keys]).all(axis=1)]
+
+
+def _mde(table: pd.DataFrame, row: int, alpha: float, power: float) -> float:
+    r = table.loc[row]
+    se = standard_error_from_ci(r["ci_low"], r["ci_high"], r["df"])
+    return minimum_detectable_effect(se, r["df"], alpha, power)
+
+
+def _count_rows(table: pd.DataFrame, span: Node,
+                shown_units: dict[tuple[str, str], set[tuple[str, ...]]]) -> list[int]:
+    """The rows a derived span stands for: every row of its contrast and family (metric,
+    fdr_family, cell type where named) that meets its filter; ``further_units``: one row per
+    called unit the page does not write out."""
+    what = span.attrs["data-filter"]
+    part = table[table["contrast"].astype(str) == span.attrs["data-contrast"]]
+    if "data-metric" in span.attrs:
+        metric_col = "metric" if "metric" in table else "effect_scale"
+        part = part[part[metric_col].astype(str) == span.attrs["data-metric"]]
+    for col in ("cell_type", "fdr_family"):
+        if f"data-{col}" in span.attrs:
+            part = part[part[col].astype(str) == span.attrs[f"data-{col}"]]
+    tested = part["status"] == "tested"
+    if what in ("tested", "skipped", "no_test"):
+        return part.index[part["status"] == what].tolist()
+    if what == "significant":
+        return part.index[tested & part["significant"].astype(bool)].tolist()
+    if what in ("de_up", "de_down"):
+        hit = tested & part["significant"].astype(bool)
+        sign = part["log2FoldChange"] > 0 if what == "de_up" else part["log2FoldChange"] < 0
+        return part.index[hit & sign].tolist()
+    if what in ("called_units", "further_units"):
+        units = json.loads(span.attrs["data-units"])
+        called = part[tested & part["significant"].astype(bool)].drop_duplicates(units)
+        if what == "called_units":
+            return called.index.tolist()
+        shown = shown_units.get((span.attrs["data-table"], span.attrs["data-contrast"]), set())
+        keys = called[units].astype(str).apply(tuple, axis=1)
+        return called.index[~keys.isin(shown)].tolist()
+    raise AssertionError(f"unknown filter {what}")
+
+
+def check_page_numbers(page: str, tables: dict[str, pd.DataFrame], config: dict[str, float]
+                       ) -> int:
+    """Every number span of the page, read back and found in the tables; returns how many.
+
+    ``config`` maps the config keys the page may cite (``contrast_settings.fdr``,
+    ``report.findings_power``) to their values.
+    """
+    root = parse_page(page)
+    spans = root.find_all("num")
+    fdr = config["contrast_settings.fdr"]
+    shown_units: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    for li in root.find_all("finding"):
+        key = (li.attrs["data-analysis"], li.attrs["data-contrast"])
+        shown_units.setdefault(key, set()).add(tuple(json.loads(li.attrs["data-unit"]).values()))
+    mde_cache: dict[tuple, np.ndarray] = {}
+    tables = {name: table.reset_index(drop=True) for name, table in tables.items()}
+    for span in spans:
+        value = float(span.attrs["data-value"])
+        text = span.text()
+        if "data-key" in span.attrs:
+            key = span.attrs["data-key"]
+            assert value == config[key], (key, value)
+            shown = 100 * value if text.strip().endswith("%") else value
+            assert _close(text, shown), (key, text)
+            continue
+        table = tables[span.attrs["data-table"]]
+        if "data-derived" not in span.attrs:
+            row, col = int(span.attrs["data-row"]), span.attrs["data-col"]
+            assert table.at[row, col] == value, (span.attrs, table.at[row, col])
+            assert _close(text, value), (text, value)
+            continue
+        kind, col = span.attrs["data-derived"], span.attrs.get("data-col", "")
+        if kind in ("fold2", "mde"):
+            rows = json.loads(span.attrs["data-rows"])
+        else:
+            rows = _count_rows(table, span, shown_units)
+        if kind == "count":
+            assert len(rows) == value == int(text), (span.attrs, text, len(rows))
+            continue
+        if kind == "fold2":
+            expected = 2.0 ** table.at[rows[0], "effect"]
+        else:
+            if col == "mde":
+                alpha, power = float(span.attrs["data-alpha"]), float(span.attrs["data-power"])
+                family = _family_rows(table, rows)
+                m = int((family["status"] == "tested").sum())
+                assert alpha == pytest.approx(fdr / m, rel=1e-12), (alpha, fdr, m)
+                assert power == config["report.findings_power"]
+                memo = (span.attrs["data-table"], alpha, power, tuple(rows))
+                if memo not in mde_cache:  # median, min and max share the rows
+                    found = np.array([_mde(table, r, alpha, power) for r in rows])
+                    mde_cache[memo] = found[np.isfinite(found)]
+                values = mde_cache[memo]
+            else:
+                values = table.loc[rows, col].to_numpy(float)
+            expected = {"mde": values[0] if len(values) == 1 else np.nan, "min": values.min(),
+                        "max": values.max(), "median": np.median(values)}[kind]
+        assert value == pytest.approx(expected, rel=1e-9), (span.attrs, expected)
+        assert _close(text, value), (text, value)
+    return len(spans)
+
+
+def digits_outside_numbers(page: str) -> list[str]:
+    """Text pieces of the page body holding a digit that no number or name span explains."""
+    root = parse_page(page)
+    body = root.find_all(tag="body")[0]
+    found = []
+
+    def walk(node: Node) -> None:
+        if node.tag in ("style", "script") or node.classes() & {"num", "name", "const"}:
+            return
+        if node.tag == "img":
+            return
+        for child in node.children:
+            if isinstance(child, str):
+                if re.search(r"\d", child):
+                    found.append(child.strip())
+            else:
+                walk(child)
+
+    walk(body)
+    return found
+
+
+# --- tables made by the real test code ----------------------------------------------------
+
+
+def _values(rng: np.random.Generator, units: dict[str, list[str]], shifts: dict[tuple, float],
+            n_rep: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-sample values (long) for one tissue, two conditions, planted shifts per unit."""
+    import itertools
+
+    samples = pd.DataFrame({
+        "sample": [f"s_{c}_{i}" for c in ("control", "MSC") for i in range(n_rep)],
+        "tissue": "lung", "condition": [c for c in ("control", "MSC") for _ in range(n_rep)],
+    })
+    rows = []
+    for combo in itertools.product(*units.values()):
+        unit = dict(zip(units, combo, strict=True))
+        for s in samples.itertuples():
+            shift = shifts.get(combo, 0.0) if s.condition == "MSC" else 0.0
+            rows.append({"tissue": "lung", "sample": s.sample, **unit, "n_cells": 100,
+                         "mean": rng.normal(1.0 + shift, 0.05)})
+    return pd.DataFrame(rows), samples
+
+
+def _run(values: pd.DataFrame, samples: pd.DataFrame, units: tuple[str, ...]) -> pd.DataFrame:
+    obs = samples[["sample", "tissue", "condition"]]
+    contrasts = contrast.parse_contrasts(
+        [{"name": "lung_MSC_vs_control", "tissue": "lung", "condition": "MSC",
+          "reference": "control"}], samples.set_index("sample", drop=False))
+    settings = contrast.ContrastSettings.from_config({})
+    designs = contrast.contrast_designs(obs, None, contrasts, settings.min_samples_per_group)
+    return contrast.replicate_tests(values, designs, settings, units=units, metrics=("mean",))
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(1)
+    types, sets = ["alveolar_macrophage", "t_cell", "at2"], ["il10_stat3_response", "momf"]
+    shifts_in = {("alveolar_macrophage", "il10_stat3_response"): 0.5,
+                 ("t_cell", "momf"): -0.4}
+    values, samples = _values(rng, {"cell_type": types, "gene_set": sets}, shifts_in)
+    shifts = _run(values, samples, ("cell_type", "gene_set"))
+    comm_units = {"sender": ["momf"], "receiver": ["hepatocyte", "kupffer_cell"],
+                  "ligand": ["Il10"], "receptor": ["Il10ra"]}
+    comm_values, _ = _values(rng, comm_units, {("momf", "kupffer_cell", "Il10", "Il10ra"): 0.6})
+    communication = _run(comm_values, samples, tuple(comm_units))
+    # as the communication stage lays it out: a focus label and its own BH families
+    communication.insert(4, "focus_axis", ["il10" if r == "kupffer_cell" else ""
+                                           for r in communication["receiver"]])
+    communication.insert(5, "fdr_family", np.where(communication["focus_axis"] != "",
+                                                   "focus", "exploratory"))
+    communication = contrast.stats.add_fdr(communication.drop(columns=["padj", "significant"]),
+                                           ["contrast", "metric", "fdr_family"], 0.05)
+    composition = pd.DataFrame({
+        "contrast": "lung_MSC_vs_control", "tissue": "lung", "condition": "MSC",
+        "reference": "control", "cell_type": ["momf", "t_cell"],
+        "n_samples_condition": 3, "n_samples_reference": 3, "cells_condition": [300, 100],
+        "cells_reference": [120, 100], "prop_condition": [0.3, 0.1],
+        "prop_reference": [0.12, 0.1], "effect": [1.32, 0.01], "ci_low": [0.9, -0.3],
+        "ci_high": [1.74, 0.32], "statistic": [7.0, 0.1], "df": [4.0, 4.0],
+        "pvalue": [0.002, 0.9], "dispersion": [1.2, 1.0], "test": "quasipoisson",
+        "effect_scale": "log2_abundance_ratio", "covariates": "", "padj": [0.004, 0.9],
+        "significant": [True, False], "status": "tested", "note": ""})
+    return {"score_shifts": shifts, "composition": composition,
+            "communication": communication,
+            "other": pd.DataFrame({"x": [1, 2]})}
+
+
+SETTINGS = FindingSettings(fdr=0.05, power=0.8)
+CONFIG = {"contrast_settings.fdr": 0.05, "report.findings_power": 0.8}
+
+
+@pytest.fixture(scope="module")
+def page(tables: dict[str, pd.DataFrame]) -> str:
+    return findings_html([result_table(k, v) for k, v in tables.items()], SETTINGS)
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+def test_tables_are_classified_by_their_columns(tables) -> None:
+    shifts = result_table("score_shifts", tables["score_shifts"])
+    assert shifts.kind == "replicate" and shifts.units == ("cell_type", "gene_set")
+    comm = result_table("communication", tables["communication"])
+    assert comm.kind == "replicate" and comm.units == ("focus_axis", "sender", "receiver",
+                                                       "ligand", "receptor")
+    assert comm.family == ["metric", "fdr_family"]
+    comp = result_table("composition", tables["composition"])
+    assert comp.kind == "replicate" and comp.units == ("cell_type",)
+    assert comp.metric_column == "effect_scale"
+    assert result_table("other", tables["other"]).kind == "unknown"
+
+
+def test_minimum_detectable_effect_matches_statsmodels_power() -> None:
+    from scipy import stats
+    from statsmodels.stats.power import TTestIndPower
+
+    sigma = 0.3
+    for n, alpha in ((3, 0.05), (5, 0.01)):
+        se, df = sigma * math.sqrt(2 / n), 2 * n - 2
+        d = TTestIndPower().solve_power(nobs1=n, alpha=alpha, power=0.8, ratio=1.0)
+        assert minimum_detectable_effect(se, df, alpha, 0.8) == pytest.approx(d * sigma,
+                                                                              rel=1e-4)
+    # at a family's level (FDR / m), where statsmodels' power returns NaN: the effect found
+    # has 80 % power under the noncentral t
+    se, df, alpha = sigma * math.sqrt(2 / 3), 4, 0.05 / 40
+    mde = minimum_detectable_effect(se, df, alpha, 0.8)
+    assert stats.nct.sf(stats.t.isf(alpha / 2, df), df, mde / se) == pytest.approx(0.8, abs=1e-6)
+    # more power or a stricter level needs a larger effect
+    assert minimum_detectable_effect(se, df, alpha, 0.9) > mde > minimum_detectable_effect(
+        se, df, 0.05, 0.8)
+    assert math.isnan(minimum_detectable_effect(float("nan"), df, alpha))
+    assert math.isnan(minimum_detectable_effect(se, 0, alpha))
+
+
+def test_standard_error_from_ci_inverts_the_ols_interval() -> None:
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(0)
+    x = np.repeat([0.0, 1.0], 4)
+    fit = sm.OLS(rng.normal(size=8) + x, sm.add_constant(x)).fit()
+    low, high = fit.conf_int(0.05)[1]
+    assert standard_error_from_ci(low, high, fit.df_resid) == pytest.approx(fit.bse[1])
+
+
+def test_page_names_the_planted_shifts_with_direction_and_no_nulls(page) -> None:
+    root = parse_page(page)
+    found = {(json.loads(li.attrs["data-unit"]).get("cell_type"),
+              json.loads(li.attrs["data-unit"]).get("gene_set"), li.attrs["data-direction"])
+             for li in root.find_all("finding") if li.attrs["data-analysis"] == "score_shifts"}
+    assert found == {("alveolar_macrophage", "il10_stat3_response", "up"),
+                     ("t_cell", "momf", "down")}
+    comp = [li for li in root.find_all("finding") if li.attrs["data-analysis"] == "composition"]
+    assert [(json.loads(li.attrs["data-unit"]), li.attrs["data-direction"]) for li in comp] == [
+        ({"cell_type": "momf"}, "up")]
+    assert "was more abundant" in comp[0].text() and "-fold change" in comp[0].text()
+    heads = {re.sub(r"\s+", " ", "".join(c if isinstance(c, str) else c.text()
+                                          for c in g.children if not (isinstance(c, Node)
+                                                                      and c.tag == "ul")))
+             for g in root.find_all("group")}
+    assert heads == {"In alveolar_macrophage (3 MSC vs 3 control samples):",
+                     "In t_cell (3 MSC vs 3 control samples):",
+                     "Sender momf (3 MSC vs 3 control samples):"}, heads
+    sentences = {re.sub(r"\s+", " ", li.text()) for li in root.find_all("finding")}
+    assert any(s.startswith("the il10_stat3_response programme rose: mean score +")
+               for s in sentences), sentences
+    assert any(s.startswith("the momf programme fell: mean score -") for s in sentences)
+
+
+def test_every_number_on_the_page_comes_from_a_table(page, tables) -> None:
+    n = check_page_numbers(page, tables, CONFIG)
+    assert n > 30
+    assert digits_outside_numbers(page) == []
+
+
+def test_a_new_stage_appears_without_code_changes_and_nulls_say_what_was_detectable(
+        page, tables) -> None:
+    root = parse_page(page)
+    heads = [h.attrs["data-analysis"] for h in root.find_all(tag="h3")]
+    assert heads == ["score_shifts", "composition", "communication"]
+    comm = [li for li in root.find_all("finding") if li.attrs["data-analysis"] == "communication"]
+    assert [json.loads(li.attrs["data-unit"]) for li in comm] == [
+        {"focus_axis": "il10", "sender": "momf", "receiver": "kupffer_cell", "ligand": "Il10",
+         "receptor": "Il10ra"}]
+    assert re.sub(r"\s+", " ", comm[0].text()).startswith(
+        "focus axis il10, receiver kupffer_cell, ligand Il10, receptor Il10ra rose")
+    # the exploratory family (its own BH family) has no call: the page says so
+    nulls = root.find_all("null")
+    assert len(nulls) == 1
+    text = nulls[0].text()
+    assert "Nothing was called" in text and "to be called with" in text
+    mde = [s for s in nulls[0].find_all("num") if s.attrs.get("data-col") == "mde"]
+    assert mde and all(float(s.attrs["data-value"]) > 0 for s in mde)
+    assert {float(s.attrs["data-alpha"]) for s in mde} == {0.05}  # one test in that family
+    summary = " ".join(p.text() for p in root.find_all("summary"))
+    assert "fdr family exploratory" in summary and "fdr family focus" in summary
+    assert "other" in root.text()  # the unknown table is named as not summarised
+
+
+def test_long_lists_are_cut_and_counted(tables, monkeypatch) -> None:
+    import mscflow.findings as findings
+
+    monkeypatch.setattr(findings, "MAX_UNITS_SHOWN", 1)
+    page = findings_html([result_table("score_shifts", tables["score_shifts"])], SETTINGS)
+    assert len(parse_page(page).find_all("finding")) == 1
+    assert "further units with calls" in page
+    check_page_numbers(page, {"score_shifts": tables["score_shifts"]}, CONFIG)
+
+
+def test_sentences_cannot_claim_what_the_table_does_not_hold(tables) -> None:
+    """A call the table does not mark significant is never written; removing the one
+    composition call removes its sentence; a tampered number fails the check."""
+    comp = tables["composition"].copy()
+    comp["significant"] = False
+    page = findings_html([result_table("composition", comp)], SETTINGS)
+    assert not parse_page(page).find_all("finding")
+    good = findings_html([result_table("score_shifts", tables["score_shifts"])], SETTINGS)
+    tampered = tables["score_shifts"].copy()
+    tampered["effect"] = tampered["effect"] * 1.1
+    with pytest.raises(AssertionError):
+        check_page_numbers(good, {"score_shifts": tampered}, CONFIG)
+
+
+def test_records_hold_one_row_per_call(tables) -> None:
+    records = findings_records([result_table(k, v) for k, v in tables.items()])
+    assert len(records) == 4
+    assert set(records["analysis"]) == {"score_shifts", "composition", "communication"}
+    row = records[records["analysis"] == "composition"].iloc[0]
+    assert row["direction"] == "up" and row["effect"] == 1.32 and row["unit"] == "cell_type=momf"
+
+
+def test_no_contrast_gives_a_page_that_says_so() -> None:
+    page = findings_html([], SETTINGS)
+    assert "No contrast was configured" in page
+
+
+def test_overview_heatmap_marks_calls_and_greys_untested_pairs(tables) -> None:
+    import matplotlib.pyplot as plt
+
+    from mscflow.findings import overview_heatmap
+
+    shifts = tables["score_shifts"].copy()
+    shifts.loc[shifts["cell_type"] == "at2", "status"] = "skipped"
+    fig = overview_heatmap(shifts)
+    ax = fig.axes[0]
+    mesh = ax.collections[0]
+    values = mesh.get_array()
+    assert values.shape == (3, 2) and values.mask[2].all() and not values.mask[:2].any()
+    dots = ax.collections[1].get_offsets()
+    called = shifts[shifts["significant"] & (shifts["status"] == "tested")]
+    assert len(dots) == len(called) == 2
+    assert ax.get_yticklabels()[0].get_text() == "alveolar_macrophage"  # curated order
+    assert mesh.get_clim()[0] == -mesh.get_clim()[1]
+    plt.close(fig)
+
+
+def test_findings_stage_embeds_the_figure_it_returns(tables, tmp_path) -> None:
+    from mscflow.findings import figure_png, findings_stage
+
+    paths = {}
+    for name in ("score_shifts", "composition"):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        tables[name].to_parquet(paths[name])
+    page, calls, fig = findings_stage(paths, fdr=0.05, power=0.8)
+    import base64
+
+    png = base64.b64decode(re.search(r"data:image/png;base64,([^'\"]+)", page).group(1))
+    assert png == figure_png(fig) and png.startswith(b"\x89PNG")
+    assert len(calls) == 3

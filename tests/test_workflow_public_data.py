@@ -1,0 +1,160 @@
+"""Public data as it is published, through the workflow (issue 15), on the real Tabula Muris
+lung channel (tests/data/public, built by tests/data/make_public_fixtures.py).
+
+* The CELLxGENE-shaped file (4 pseudo-donors in one h5ad, Ensembl ids, counts in .raw,
+  the authors' cell_type), sheet written by ``mscflow samplesheet``, gives the same QC,
+  clusters and labels as the same cells read from per-donor Cell Ranger folders; the authors'
+  labels come out as a table and a heat map.
+* A 5,000-gene panel lacking curated genes runs end to end with the default settings; the
+  dropped sets are listed in the gene-set report, in the report, and the annotation names
+  the labels it left out.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import re
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.io
+import scipy.sparse as sp
+from conftest import REPO, TABULA_MURIS, make_workdir, run_snakemake
+
+from mscflow.cli import main as mscflow_main
+
+PUBLIC = REPO / "tests" / "data" / "public"
+CELLXGENE = PUBLIC / "tm_lung_cellxgene.h5ad"
+SHEET_OPTIONS = ["--sample-key", "donor_id", "--condition-key", "condition", "--tissue-key",
+                 "tissue", "--layer", "raw", "--var-symbols", "feature_name", "--keep-obs",
+                 "cell_type"]
+ANNOTATED = "results/annotate/annotated.h5ad"
+LABELS = ["results/labels/published_cell_type_vs_cell_type.tsv",
+          "results/plots/labels_published_cell_type_vs_cell_type.png"]
+pytestmark = pytest.mark.workflow
+
+
+def _write_10x(folder: Path, counts: sp.csr_matrix, barcodes, ids, symbols) -> None:
+    """A Cell Ranger v3 folder (gzipped) of cells x genes ``counts``."""
+    folder.mkdir(parents=True)
+    with gzip.open(folder / "matrix.mtx.gz", "wb") as handle:
+        scipy.io.mmwrite(handle, sp.csr_matrix(counts.T).astype(np.int64), field="integer")
+    with gzip.open(folder / "features.tsv.gz", "wt") as handle:
+        handle.writelines(f"{i}\t{s}\tGene Expression\n" for i, s in zip(ids, symbols,
+                                                                          strict=True))
+    with gzip.open(folder / "barcodes.tsv.gz", "wt") as handle:
+        handle.writelines(f"{b}\n" for b in barcodes)
+
+
+def _tenx_workdir(path: Path, sheet: pd.DataFrame) -> Path:
+    """The same donors as per-donor 10x folders cut from the original channel (the
+    fixture's genes, in its order)."""
+    workdir = make_workdir(path, with_contrasts=False)
+    fixture = ad.read_h5ad(CELLXGENE, backed="r")
+    channel = sc.read_10x_mtx(TABULA_MURIS, var_names="gene_symbols", cache=False)
+    symbols = fixture.var["feature_name"].astype(str).tolist()
+    rows = []
+    for donor in sheet["sample"]:
+        cells = fixture.obs_names[fixture.obs["donor_id"] == donor]
+        _write_10x(workdir / "data" / donor, channel[cells, symbols].X, cells,
+                   fixture.var_names, symbols)
+        rows.append({**sheet.set_index("sample").loc[donor].to_dict(), "sample": donor,
+                     "path": f"data/{donor}", "format": "10x_mtx", "layer": "",
+                     "obs_filter": "", "var_symbols": "", "keep_obs": ""})
+    pd.DataFrame(rows)[list(sheet.columns)].to_csv(workdir / "config/samples.tsv", sep="\t",
+                                                    index=False)
+    return workdir
+
+
+def _cellxgene_workdir(path: Path, source: Path, config: dict | None = None,
+                       with_contrasts: bool = False) -> Path:
+    workdir = make_workdir(path, config, with_contrasts=with_contrasts)
+    assert mscflow_main(["samplesheet", str(source), *SHEET_OPTIONS, "-o",
+                         str(workdir / "config/samples.tsv")]) == 0
+    return workdir
+
+
+def test_cellxgene_file_gives_the_qc_clusters_and_labels_of_the_10x_folders(
+        tmp_path: Path) -> None:
+    cxg = _cellxgene_workdir(tmp_path / "cxg", CELLXGENE)
+    sheet = pd.read_csv(cxg / "config/samples.tsv", sep="\t", dtype=str, keep_default_na=False)
+    tenx = _tenx_workdir(tmp_path / "tenx", sheet)
+    run_snakemake(cxg, "--cores", "2", ANNOTATED, *LABELS)
+    run_snakemake(tenx, "--cores", "2", ANNOTATED)
+    for donor in sheet["sample"]:  # QC of every cell: identical
+        metrics = [pd.read_csv(w / f"results/qc/{donor}_metrics.tsv.gz", sep="\t")
+                   for w in (cxg, tenx)]
+        pd.testing.assert_frame_equal(*metrics)
+    a, b = (ad.read_h5ad(w / ANNOTATED) for w in (cxg, tenx))
+    assert a.obs_names.equals(b.obs_names) and a.var_names.equals(b.var_names)
+    assert (abs(a.layers["counts"] - b.layers["counts"])).sum() == 0
+    for column in ("leiden_1", "cell_type", "cell_type_cell"):
+        assert a.obs[column].astype(str).equals(b.obs[column].astype(str)), column
+    # the authors' labels came along, and are compared with mscflow's
+    assert "published_cell_type" in a.obs and "published_cell_type" not in b.obs
+    fixture = ad.read_h5ad(CELLXGENE, backed="r").obs
+    barcodes = a.obs_names.str.split(":").str[1]
+    assert (a.obs["published_cell_type"].astype(str).to_numpy()
+            == fixture.loc[barcodes, "cell_type"].astype(str).to_numpy()).all()
+    table = pd.read_csv(cxg / LABELS[0], sep="\t")
+    assert table["n_cells"].sum() == a.n_obs
+    am = table[table["published_label"] == "alveolar macrophage"].iloc[0]
+    assert am["cell_type"] == "alveolar_macrophage" and am["row_fraction"] > 0.8
+    assert (cxg / LABELS[1]).read_bytes()[:4] == b"\x89PNG"
+
+
+def _panel_file(path: Path, n_genes: int = 5000) -> Path:
+    """The CELLxGENE fixture cut to its n_genes most often detected genes: a restricted
+    panel lacking curated genes (the lymphocyte markers among them)."""
+    adata = ad.read_h5ad(CELLXGENE)
+    detected = np.asarray((adata.raw.X > 0).sum(axis=0)).ravel()
+    keep = np.sort(np.argsort(-detected, kind="stable")[:n_genes])
+    raw = adata.raw.to_adata()[:, keep].copy()
+    panel = adata[:, keep].copy()
+    panel.raw = raw
+    panel.write_h5ad(path)
+    return path
+
+
+def _report_table(html: str, name: str) -> pd.DataFrame:
+    results = json.loads(re.search(r"var results = (\{.*?\});\s*</script>", html,
+                                   flags=re.S).group(1))
+    entry = next(v for k, v in results.items() if k.endswith(name))
+    text = base64.b64decode(entry["data_uri"].split("base64,", 1)[1]).decode()
+    return pd.read_csv(pd.io.common.StringIO(text), sep="\t")
+
+
+def test_restricted_panel_runs_end_to_end_and_lists_dropped_sets(tmp_path: Path) -> None:
+    panel = _panel_file(tmp_path / "panel_5000.h5ad")
+    contrast = {"name": "lung_pseudo", "tissue": "lung", "condition": "pseudo_treated",
+                "reference": "control"}
+    workdir = _cellxgene_workdir(tmp_path / "panel", panel, {"contrasts": [contrast]},
+                                 with_contrasts=True)
+    run_snakemake(workdir, "--cores", "2")
+    report = pd.read_csv(workdir / "results/genesets/gene_set_report.tsv", sep="\t",
+                         keep_default_na=False)
+    dropped = report[report["status"] == "dropped"]
+    assert {"t_cell", "b_cell"} <= set(dropped.loc[dropped["kind"] == "marker", "set"])
+    assert (dropped.loc[dropped["kind"] == "programme", "set"].size >= 1)
+    assert dropped["reason"].str.contains("fewer than genesets.min_genes=3").all()
+    programmes = set(dropped.loc[dropped["kind"] == "programme", "set"])
+    scored = set(pd.read_parquet(workdir / "results/scores/scores.parquet").columns)
+    assert scored and not scored & programmes
+    gsea = pd.read_csv(workdir / "results/contrasts/gsea.tsv", sep="\t")
+    assert not set(gsea["gene_set"]) & programmes
+    log = (workdir / "logs/annotate/annotate.log").read_text()
+    assert "candidate label(s) left out" in log and "t_cell (" in log and "b_cell (" in log
+    labels = set(pd.read_csv(workdir / "results/annotate/clusters.tsv", sep="\t")["label"])
+    assert not labels & {"t_cell", "b_cell"}
+    run_snakemake(workdir, "--report", "report.html", "--report-stylesheet",
+                  str(REPO / "workflow/report/report.css"))
+    html = (workdir / "report.html").read_text()
+    shown = _report_table(html, "gene_set_report.tsv")
+    assert set(shown.loc[shown["status"] == "dropped", "set"]) == set(dropped["set"])
+    assert "labels_published_cell_type_vs_cell_type.png" in html

@@ -1,0 +1,57 @@
+# The authors' labels: obs columns of published files carried with keep_obs (as
+# published_<column>) whose names say they hold cell labels, compared with mscflow's
+# cell_type. No such column in the sheet: nothing to do.
+
+from mscflow.labels import author_label_columns
+from mscflow.report import file_safe_name
+
+# File-name-safe name -> carried obs column, from the sample sheet's keep_obs.
+AUTHOR_LABELS = {file_safe_name(c): c for c in author_label_columns(samples["keep_obs"])}
+if len(AUTHOR_LABELS) != len(set(AUTHOR_LABELS.values())):
+    raise WorkflowError(
+        f"keep_obs label columns {sorted(AUTHOR_LABELS.values())} clash once made file-name "
+        "safe; list columns that differ in letters or digits."
+    )
+
+final_outputs(
+    *expand("results/labels/{label}_vs_cell_type.tsv", label=sorted(AUTHOR_LABELS)),
+    *expand("results/plots/labels_{label}_vs_cell_type.png", label=sorted(AUTHOR_LABELS)),
+)
+
+
+rule compare_labels:
+    input:
+        h5ad="results/annotate/annotated.h5ad",
+    output:
+        table=report(
+            "results/labels/{label}_vs_cell_type.tsv",
+            caption="../report/labels_table.rst",
+            category="4. Annotation",
+            subcategory="Published labels",
+            labels=lambda wc: {"table": "published label x mscflow label",
+                               "column": AUTHOR_LABELS[wc.label]},
+        ),
+        figure=report(
+            "results/plots/labels_{label}_vs_cell_type.png",
+            caption="../report/labels_heatmap.rst",
+            category="4. Annotation",
+            subcategory="Published labels",
+            labels=lambda wc: {"figure": "published label x mscflow label",
+                               "column": AUTHOR_LABELS[wc.label]},
+        ),
+    wildcard_constraints:
+        label="|".join(map(re.escape, AUTHOR_LABELS)) if AUTHOR_LABELS else "$^",
+    params:
+        column=lambda wc: AUTHOR_LABELS[wc.label],
+    log:
+        "logs/labels/compare_labels_{label}.log",
+    benchmark:
+        "benchmarks/labels/compare_labels_{label}.tsv"
+    threads: 1
+    resources:
+        mem_mb=scaled_mem_mb(1000, 0),
+        runtime=scaled_runtime(5, 0),
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/compare_labels.py"
