@@ -94,8 +94,8 @@ def _digest_tables(run: Path) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("MSCFLOW_REQUIRE_SLURM") == "1",
-    reason="CI reruns the demo through SLURM and compares every result byte for byte "
-    "(tests/test_slurm.py::test_demo_through_slurm)",
+    reason="CI reruns the demo's core path through SLURM and compares its results byte for "
+    "byte (tests/test_slurm.py::test_demo_through_slurm); this full rerun runs outside CI",
 )
 def test_rerun_gives_identical_outputs(demo_run: Path, tmp_path: Path) -> None:
     second = make_workdir(tmp_path / "second")
