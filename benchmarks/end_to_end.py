@@ -321,13 +321,18 @@ def report(bench: pd.DataFrame, steps: pd.DataFrame, wf_wall: float,
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data shape and run options every benchmark on this data set shares."""
     parser.add_argument("--samples", type=int, default=16, help="multiple of 4")
     parser.add_argument("--cells", type=int, default=6000, help="cells per sample")
     parser.add_argument("--genes", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cores", type=int, default=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_data_arguments(parser)
     parser.add_argument("--skip-plain", action="store_true", help="reuse the last plain run")
     parser.add_argument("--whole-dag", action="store_true",
                         help="run every rule (annotation, contrasts, plots, report), not only "

@@ -29,7 +29,13 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_to_end import OUT, generate, make_workflow_dir, run_workflow  # noqa: E402
+from end_to_end import (  # noqa: E402
+    OUT,
+    add_data_arguments,
+    generate,
+    make_workflow_dir,
+    run_workflow,
+)
 
 METHODS = ("none", "harmony", "bbknn", "scvi")
 
@@ -85,11 +91,7 @@ def embedding_metrics(workdir: Path, data: Path, max_cells: int = 20000) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--samples", type=int, default=16, help="multiple of 4")
-    parser.add_argument("--cells", type=int, default=6000, help="cells per sample")
-    parser.add_argument("--genes", type=int, default=5000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cores", type=int, default=2)
+    add_data_arguments(parser)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--scvi-epochs", type=int, default=10)
     parser.add_argument("--metrics", action="store_true",
