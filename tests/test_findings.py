@@ -413,6 +413,43 @@ def test_long_lists_are_cut_and_counted(tables, monkeypatch) -> None:
     check_page_numbers(page, {"score_shifts": tables["score_shifts"]}, CONFIG)
 
 
+def test_units_below_the_minimum_effect_or_called_on_a_secondary_metric_are_counted(
+        tables) -> None:
+    """The page names a unit only when its primary metric (here the mean score) is called
+    with at least ``findings_min_effect``; the other called units are counted in a note whose
+    numbers the checker reads back, and findings.tsv marks them ``named`` False."""
+    from mscflow.findings import named_calls, primary_metric
+
+    shifts = tables["score_shifts"].copy()
+    called = shifts["significant"] & (shifts["status"] == "tested")
+    strong = shifts.loc[called, "effect"].abs()
+    assert len(strong) == 2 and strong.min() > 0.3
+    # a small but called shift on the primary metric, and a call on a secondary metric only
+    small = shifts.index[(shifts["cell_type"] == "at2") & (shifts["gene_set"] == "momf")][0]
+    shifts.loc[small, ["effect", "padj", "significant"]] = [0.04, 0.01, True]
+    secondary = shifts.loc[[small]].assign(gene_set="il10_stat3_response", metric="frac_above",
+                                           effect=0.2, padj=0.01, significant=True)
+    shifts = pd.concat([shifts, secondary], ignore_index=True)
+    rt = result_table("score_shifts", shifts)
+    assert primary_metric(rt) == "mean"
+    settings = FindingSettings(fdr=0.05, power=0.8, min_effect={"mean": 0.1})
+    hits = shifts[shifts["significant"] & (shifts["status"] == "tested")]
+    assert set(named_calls(rt, hits, settings).index) == set(hits.index[hits["effect"].abs() > 0.3])
+    page = findings_html([rt], settings)
+    root = parse_page(page)
+    named = {(json.loads(li.attrs["data-unit"])["cell_type"],
+              json.loads(li.attrs["data-unit"])["gene_set"]) for li in root.find_all("finding")}
+    assert named == {("alveolar_macrophage", "il10_stat3_response"), ("t_cell", "momf")}
+    assert "2</span> further units with calls" in page
+    assert check_page_numbers(page, {"score_shifts": shifts},
+                              {**CONFIG, "report.findings_min_effect.mean": 0.1}) > 10
+    records = findings_records([rt], settings)
+    assert records["named"].tolist() == [abs(e) > 0.3 for e in records["effect"]]
+    # with no minimum the small shift is named too; the secondary-only call still is not
+    everything = parse_page(findings_html([rt], SETTINGS)).find_all("finding")
+    assert len(everything) == 3
+
+
 def test_sentences_cannot_claim_what_the_table_does_not_hold(tables) -> None:
     """A call the table does not mark significant is never written; removing the one
     composition call removes its sentence; a tampered number fails the check."""

@@ -18,6 +18,12 @@ named rows (``data-derived``: ``fold2``, ``mde``, ``count``, ``min``, ``max``, `
 or the config key it comes from (``data-key``). ``tests/test_findings.py`` checks each
 against the tables, and that no digit appears outside those spans and names.
 
+The page names a unit (e.g. a cell type x programme) when the table's primary metric (the
+first it lists: the mean score, ``lr_means``, ``median_pseudotime``) is called for it with an
+absolute effect of at least ``report.findings_min_effect`` for that metric; the unit's
+other called metrics join its sentence. Units called only on a secondary metric, or by a
+smaller change, are counted under the list; ``findings.tsv`` lists every call (``named``).
+
 Where a family has no call, the page gives the smallest effect the data could have
 detected: :func:`minimum_detectable_effect` at 80 % power (``report.findings_power``) for
 the two-sided t test of the row (its standard error from the 95 % CI, its residual df) at
@@ -32,7 +38,7 @@ import base64
 import html
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -55,7 +61,9 @@ __all__ = [
     "findings_records",
     "findings_stage",
     "minimum_detectable_effect",
+    "named_calls",
     "overview_heatmap",
+    "primary_metric",
     "read_result_tables",
     "result_table",
     "standard_error_from_ci",
@@ -150,11 +158,33 @@ def _fdr(settings: FindingSettings) -> str:
 
 @dataclass(frozen=True)
 class FindingSettings:
-    """What the sentences need beyond the tables: the FDR of the calls and the power of
-    the detectable-effect estimate."""
+    """What the sentences need beyond the tables: the FDR of the calls, the power of the
+    detectable-effect estimate, and the smallest absolute effect per metric that the page
+    names (``report.findings_min_effect``; metrics not listed have none)."""
 
     fdr: float = 0.05
     power: float = 0.8
+    min_effect: Mapping[str, float] = field(default_factory=dict)
+
+
+def primary_metric(rt: ResultTable) -> str:
+    """The table's primary metric: the first it lists (``mean`` score, ``lr_means``,
+    ``median_pseudotime``; composition has one)."""
+    return str(rt.table[rt.metric_column].iloc[0])
+
+
+def named_calls(rt: ResultTable, called: pd.DataFrame, settings: FindingSettings
+                ) -> pd.DataFrame:
+    """The calls the page names: every called row of a unit whose primary metric is called
+    with an absolute effect of at least its ``min_effect``. A unit called only on another
+    metric, or by less than that, is counted, not named (findings.tsv lists it)."""
+    primary = primary_metric(rt)
+    floor = float(settings.min_effect.get(primary, 0.0))
+    keys = ["contrast", *rt.units]
+    lead = called[(called[rt.metric_column].astype(str) == primary)
+                  & (called["effect"].abs() >= floor)]
+    chosen = set(lead[keys].astype(str).apply(tuple, axis=1))
+    return called[called[keys].astype(str).apply(tuple, axis=1).isin(chosen)]
 
 
 def _unit_text(rt: ResultTable, unit: Mapping[str, object], inner: Sequence[str]) -> str:
@@ -230,27 +260,48 @@ def _unit_sentence(page: Page, unit: Mapping[str, object], rows: list[int],
     return f"<li class='finding'{attrs}>{subject} {verb}: {calls}{samples}.</li>"
 
 
-def _call_list(page: Page, called: pd.DataFrame) -> str:
-    """The calls of one contrast: one sentence per unit, strongest first (at most
-    :data:`MAX_UNITS_SHOWN`, the rest counted); with two or more unit columns, grouped by
-    the first one that no row of the contrast leaves empty (e.g. per cell type), groups
-    strongest first."""
+def _further_note(page: Page, all_called: pd.DataFrame, shown: pd.DataFrame,
+                  settings: FindingSettings) -> str:
+    """How many called units the list leaves out, and the rule that names units."""
+    rt = page.rt
+    keys = list(rt.units)
+    units = all_called.drop_duplicates(keys)
+    shown_keys = set(shown[keys].astype(str).apply(tuple, axis=1))
+    rest = units.index[~units[keys].astype(str).apply(tuple, axis=1).isin(shown_keys)].tolist()
+    if not rest:
+        return ""
+    primary = primary_metric(rt)
+    floor = float(settings.min_effect.get(primary, 0.0))
+    rule = f"a unit is named when its {_metric_label(primary)} is called"
+    if floor > 0:
+        rule += (" with an absolute change of at least "
+                 + config_number(f"report.findings_min_effect.{primary}", floor,
+                                 format_number(floor)))
+    extra = {"filter": "further_units", "contrast": all_called["contrast"].iloc[0],
+             "units": json.dumps(keys)}
+    return (f"<p class='note'>{page.derived('count', rest, len(rest), extra=extra)} "
+            f"further units with calls are not written out here ({rule}, strongest first); "
+            "results/findings.tsv lists every call.</p>")
+
+
+def _call_list(page: Page, called: pd.DataFrame, all_called: pd.DataFrame,
+               settings: FindingSettings) -> str:
+    """The named calls of one contrast (:func:`named_calls`): one sentence per unit,
+    strongest first (at most :data:`MAX_UNITS_SHOWN`), the other called units counted; with
+    two or more unit columns, grouped by the first one that no row of the contrast leaves
+    empty (e.g. per cell type), groups strongest first."""
     rt = page.rt
     keys = list(rt.units)
     called = called.assign(_best=called.groupby(keys)["padj"].transform("min"))
     called = called.sort_values(["_best", *keys, "padj"], kind="mergesort")
     units = called.drop_duplicates(keys)
-    further = ""
     if len(units) > MAX_UNITS_SHOWN:
-        rest = units.index[MAX_UNITS_SHOWN:].tolist()
         keep = called[keys].apply(tuple, axis=1).isin(
             set(units.loc[units.index[:MAX_UNITS_SHOWN], keys].apply(tuple, axis=1)))
         called = called[keep]
-        extra = {"filter": "further_units", "contrast": called["contrast"].iloc[0],
-                 "units": json.dumps(keys)}
-        further = (f"<p class='note'>{page.derived('count', rest, len(rest), extra=extra)} "
-                   "further units with calls are not written out here; results/findings.tsv "
-                   "lists every call.</p>")
+    further = _further_note(page, all_called, called, settings)
+    if called.empty:
+        return further
 
     def sentences(part: pd.DataFrame, inner: Sequence[str], group_row: int | None) -> str:
         out = []
@@ -356,8 +407,10 @@ def _replicate_section(rt: ResultTable, contrast: str, settings: FindingSettings
         null = "" if len(calls) else f"<p class='null'>{_null_text(page, fam, settings)}</p>"
         blocks.append(f"<p class='summary'>{summary}.</p>{null}")
     called = part[part["significant"].astype(bool) & (part["status"] == STATUS_TESTED)]
-    body = "".join(blocks) + (_call_list(page, called) if len(called) else "")
-    return body
+    if called.empty:
+        return "".join(blocks)
+    return "".join(blocks) + _call_list(page, named_calls(rt, called, settings), called,
+                                        settings)
 
 
 def _de_section(rt: ResultTable, contrast: str, settings: FindingSettings) -> str:
@@ -499,14 +552,18 @@ def findings_html(tables: Sequence[ResultTable], settings: FindingSettings, *,
             + "\n".join(out) + "</body></html>\n")
 
 
-def findings_records(tables: Sequence[ResultTable]) -> pd.DataFrame:
-    """Every call of the replicate tables as one row (the page's sentences as a table)."""
+def findings_records(tables: Sequence[ResultTable],
+                     settings: FindingSettings | None = None) -> pd.DataFrame:
+    """Every call of the replicate tables as one row (the page's sentences as a table);
+    ``named``: the page names the call's unit (:func:`named_calls`)."""
+    settings = settings or FindingSettings()
     rows = []
     for rt in tables:
         if rt.kind != "replicate":
             continue
         t = rt.table
         called = t[t["significant"].astype(bool) & (t["status"] == STATUS_TESTED)]
+        named = set(named_calls(rt, called, settings).index) if len(called) else set()
         for r, row in called.iterrows():
             rows.append({
                 "analysis": rt.analysis, "contrast": row["contrast"], "tissue": row["tissue"],
@@ -515,11 +572,12 @@ def findings_records(tables: Sequence[ResultTable]) -> pd.DataFrame:
                 "metric": row[rt.metric_column], "direction": "up" if row["effect"] > 0 else "down",
                 "effect": row["effect"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
                 "padj": row["padj"], "n_samples_condition": row["n_samples_condition"],
-                "n_samples_reference": row["n_samples_reference"], "table_row": int(r),
+                "n_samples_reference": row["n_samples_reference"], "named": r in named,
+                "table_row": int(r),
             })
     columns = ["analysis", "contrast", "tissue", "condition", "reference", "unit", "metric",
                "direction", "effect", "ci_low", "ci_high", "padj", "n_samples_condition",
-               "n_samples_reference", "table_row"]
+               "n_samples_reference", "named", "table_row"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -593,7 +651,8 @@ def figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def findings_stage(tables: Mapping[str, str], *, fdr: float, power: float
+def findings_stage(tables: Mapping[str, str], *, fdr: float, power: float,
+                   min_effect: Mapping[str, float] | None = None
                    ) -> tuple[str, pd.DataFrame, object]:
     """Rule report_findings: the registry's tables (``{analysis: parquet}``) -> the page
     (with the heat map embedded), the calls as a table, and the heat map figure."""
@@ -601,6 +660,6 @@ def findings_stage(tables: Mapping[str, str], *, fdr: float, power: float
     shifts = next((rt.table for rt in results if rt.analysis == "score_shifts"), None)
     fig = overview_heatmap(shifts if shifts is not None else pd.DataFrame(
         columns=["metric", "contrast"]))
-    settings = FindingSettings(fdr=fdr, power=power)
+    settings = FindingSettings(fdr=fdr, power=power, min_effect=dict(min_effect or {}))
     page = findings_html(results, settings, figure_png=figure_png(fig))
-    return page, findings_records(results), fig
+    return page, findings_records(results, settings), fig
