@@ -60,7 +60,7 @@ EXPECTED_COLUMNS = {
     "run_info.tsv": list(RUN_INFO_COLUMNS),
     "findings.tsv": ["analysis", "contrast", "tissue", "unit", "metric", "direction", "effect",
                      "ci_low", "ci_high", "padj", "n_samples_condition",
-                     "n_samples_reference", "table_row"],
+                     "n_samples_reference", "named", "table_row"],
 }
 
 # Figures the issue asks for, per category (file names in the report).
