@@ -480,7 +480,7 @@ def test_no_contrast_gives_a_page_that_says_so() -> None:
 def test_overview_heatmap_marks_calls_and_greys_untested_pairs(tables) -> None:
     import matplotlib.pyplot as plt
 
-    from mscflow.findings import overview_heatmap
+    from mscflow.plotting_findings import overview_heatmap
 
     shifts = tables["score_shifts"].copy()
     shifts.loc[shifts["cell_type"] == "at2", "status"] = "skipped"
@@ -498,7 +498,8 @@ def test_overview_heatmap_marks_calls_and_greys_untested_pairs(tables) -> None:
 
 
 def test_findings_stage_embeds_the_figure_it_returns(tables, tmp_path) -> None:
-    from mscflow.findings import figure_png, findings_stage
+    from mscflow.findings import findings_stage
+    from mscflow.plotting_findings import figure_png
 
     paths = {}
     for name in ("score_shifts", "composition"):

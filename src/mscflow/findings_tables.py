@@ -24,6 +24,7 @@ import pandas as pd
 __all__ = [
     "CI_LEVEL",
     "FAMILY_COLUMNS",
+    "METRIC_LABELS",
     "REPLICATE_COLUMNS",
     "ResultTable",
     "minimum_detectable_effect",
@@ -41,6 +42,15 @@ REPLICATE_COLUMNS = ("contrast", "tissue", "condition", "reference", "metric",
 CI_LEVEL = 0.95
 # Columns that split a table's Benjamini-Hochberg families beyond (contrast, metric), e.g.
 # communication's focus axes vs the exploratory rest; they are not part of the unit.
+# How pages and figures name known metrics; anything else is named by its key.
+METRIC_LABELS = {
+    "mean": "mean score",
+    "frac_above": "fraction of cells above the score threshold",
+    "log2_abundance_ratio": "log2 abundance ratio",
+    "log2_odds_ratio": "log2 odds ratio of the share",
+    "clr_log2_difference": "centred log2-ratio difference",
+}
+
 FAMILY_COLUMNS = ("fdr_family",)
 
 # ----------------------------------------------------------------------------- tables
