@@ -4,8 +4,8 @@ The page embeds plotly.js (the copy bundled in the ``plotly`` wheel, gzip-compre
 third of its size and run by the page) and the data of the cells it shows, so it opens
 offline, inside the Snakemake report or on its own. A menu colours the UMAP by cluster, cell
 type, sample, condition, tissue, any programme score or any gene of the run's gene-set
-library; hovering a cell shows its sample, cell type and the
-chosen value; the plot zooms (wheel, box) and pans.
+library; hovering a cell shows its sample, cell type and the chosen value; the plot zooms
+(wheel, box) and pans.
 
 Above ``report.explorer_max_cells`` cells the page shows a random subsample stratified by
 sample x cell type (:func:`stratified_subsample`, seeded by the run's seed) and says so.

@@ -167,18 +167,27 @@ def primary_metric(rt: ResultTable) -> str:
     return str(rt.table[rt.metric_column].iloc[0])
 
 
+def _naming_rule(rt: ResultTable, settings: FindingSettings) -> tuple[str, float]:
+    """The primary metric and the smallest absolute effect on it that names a unit."""
+    primary = primary_metric(rt)
+    return primary, float(settings.min_effect.get(primary, 0.0))
+
+
+def _unit_keys(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Index:
+    """One hashable key per row from the ``keys`` columns (as text)."""
+    return pd.MultiIndex.from_frame(frame[list(keys)].astype(str))
+
+
 def named_calls(rt: ResultTable, called: pd.DataFrame, settings: FindingSettings
                 ) -> pd.DataFrame:
     """The calls the page names: every called row of a unit whose primary metric is called
     with an absolute effect of at least its ``min_effect``. A unit called only on another
     metric, or by less than that, is counted, not named (findings.tsv lists it)."""
-    primary = primary_metric(rt)
-    floor = float(settings.min_effect.get(primary, 0.0))
+    primary, floor = _naming_rule(rt, settings)
     keys = ["contrast", *rt.units]
     lead = called[(called[rt.metric_column].astype(str) == primary)
                   & (called["effect"].abs() >= floor)]
-    chosen = set(lead[keys].astype(str).apply(tuple, axis=1))
-    return called[called[keys].astype(str).apply(tuple, axis=1).isin(chosen)]
+    return called[_unit_keys(called, keys).isin(_unit_keys(lead, keys))]
 
 
 def _unit_text(rt: ResultTable, unit: Mapping[str, object], inner: Sequence[str]) -> str:
@@ -260,12 +269,10 @@ def _further_note(page: Page, all_called: pd.DataFrame, shown: pd.DataFrame,
     rt = page.rt
     keys = list(rt.units)
     units = all_called.drop_duplicates(keys)
-    shown_keys = set(shown[keys].astype(str).apply(tuple, axis=1))
-    rest = units.index[~units[keys].astype(str).apply(tuple, axis=1).isin(shown_keys)].tolist()
+    rest = units.index[~_unit_keys(units, keys).isin(_unit_keys(shown, keys))].tolist()
     if not rest:
         return ""
-    primary = primary_metric(rt)
-    floor = float(settings.min_effect.get(primary, 0.0))
+    primary, floor = _naming_rule(rt, settings)
     rule = f"a unit is named when its {_metric_label(primary)} is called"
     if floor > 0:
         rule += (" with an absolute change of at least "

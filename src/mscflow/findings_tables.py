@@ -40,8 +40,6 @@ REPLICATE_COLUMNS = ("contrast", "tissue", "condition", "reference", "metric",
                      "n_samples_condition", "n_samples_reference", "effect", "ci_low",
                      "ci_high", "pvalue", "padj", "significant", "status", "note")
 CI_LEVEL = 0.95
-# Columns that split a table's Benjamini-Hochberg families beyond (contrast, metric), e.g.
-# communication's focus axes vs the exploratory rest; they are not part of the unit.
 # How pages and figures name known metrics; anything else is named by its key.
 METRIC_LABELS = {
     "mean": "mean score",
@@ -51,6 +49,8 @@ METRIC_LABELS = {
     "clr_log2_difference": "centred log2-ratio difference",
 }
 
+# Columns that split a table's Benjamini-Hochberg families beyond (contrast, metric), e.g.
+# communication's focus axes vs the exploratory rest; they are not part of the unit.
 FAMILY_COLUMNS = ("fdr_family",)
 
 # ----------------------------------------------------------------------------- tables
