@@ -6,9 +6,9 @@ Generates (or reuses) the end-to-end benchmark's data (``end_to_end.generate``: 
 the trajectory rules ``--repeat`` times with ``--forcerun`` (per-job wall time and peak RSS
 from Snakemake's ``benchmark:`` files, steps from the job logs), and a plain scanpy script
 in its own process: ``read_h5ad`` of the whole annotated file, per tissue the lineage
-subset, ``pp.neighbors`` (scanpy's defaults on the run's PCA), ``tl.paga``,
-``tl.diffmap``, the same root, ``tl.dpt``. Prints both, their ratio and the agreement of
-the two pseudotimes (Spearman per tissue). Usage::
+subset, ``pp.neighbors`` (scanpy's defaults on the representation the run's graph used),
+``tl.paga``, ``tl.diffmap``, the same root, ``tl.dpt``. Prints both, their ratio and the
+agreement of the two pseudotimes (Spearman per tissue). Usage::
 
     python benchmarks/trajectory.py                         # 16 samples x 6,000 cells
     python benchmarks/trajectory.py --shape 8x1500x3000 --repeat 1   # quick
@@ -52,13 +52,15 @@ def plain_script(workdir: Path, out: Path) -> None:
     settings = TrajectorySettings.from_config({}, random_state=0, n_jobs=2)
     adata = ad.read_h5ad(workdir / "results/annotate/annotated.h5ad")
     markers = pd.read_parquet(workdir / "results/scores/marker_scores.parquet")
+    params = adata.uns["neighbors"]["params"]  # the run's representation (Harmony when on)
+    rep = str(params.get("use_rep", "X_pca"))
+    n_pcs = int(params["n_pcs"]) if rep == "X_pca" and "n_pcs" in params else None
     frames = []
     for tissue in sorted(adata.obs["tissue"].astype(str).unique()):
         keep = (adata.obs["tissue"].astype(str) == tissue) & adata.obs["cell_type"].isin(
             settings.labels)
         sub = adata[keep.to_numpy()].copy()
-        sc.pp.neighbors(sub, n_neighbors=15, n_pcs=adata.uns["neighbors"]["params"]["n_pcs"],
-                        random_state=0)
+        sc.pp.neighbors(sub, n_neighbors=15, use_rep=rep, n_pcs=n_pcs, random_state=0)
         sc.tl.paga(sub, groups="leiden_1")
         sc.tl.diffmap(sub, n_comps=15)
         is_root = sub.obs["cell_type"] == settings.root_label

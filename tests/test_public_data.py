@@ -302,3 +302,43 @@ def test_restricted_panel_fixtures_give_the_labels_of_the_channel(channel: ad.An
     agreement = (full.loc[reference.index] == reference).mean()
     print(f"2,000-gene panel vs full channel: {agreement:.1%} of cells get the same label")
     assert agreement >= 0.8
+
+
+def test_qc_requests_follow_each_donors_share_of_a_shared_file(tmp_path: Path) -> None:
+    """One donor of a many-donor h5ad asks for memory and time after its own cells, not the
+    whole file's (the job reads only its rows): selected_share, and the dry run's requests."""
+    import math
+    import re
+
+    from conftest import make_workdir, run_snakemake
+
+    from mscflow.cli import main as mscflow_main
+    from mscflow.readers import selected_share
+    from mscflow.resources import SNAKEMAKE_JOBSTEP_MB
+
+    donors = ad.read_h5ad(CELLXGENE, backed="r").obs["donor_id"].astype(str)
+    expected = donors.value_counts(normalize=True)
+    shares = {d: selected_share(CELLXGENE, "h5ad", f"donor_id={d}") for d in DONORS}
+    assert shares == pytest.approx(expected.loc[DONORS].to_dict())
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert selected_share(CELLXGENE, "h5ad", "") == 1.0
+    assert selected_share(TABULA_MURIS, "10x_mtx", "") == 1.0
+
+    workdir = make_workdir(tmp_path, with_contrasts=False)
+    assert mscflow_main(["samplesheet", str(CELLXGENE), "--sample-key", "donor_id",
+                         "--condition-key", "condition", "--tissue-key", "tissue", "--layer",
+                         "raw", "--var-symbols", "feature_name", "-o",
+                         str(workdir / "config/samples.tsv")]) == 0
+    dry = run_snakemake(workdir, "-n", "--cores", "2", *[f"results/qc/{d}.h5ad" for d in DONORS])
+    asked = {m["sample"]: (int(m["runtime"]), int(m["mem"])) for m in re.finditer(
+        r"wildcards: sample=(?P<sample>\w+)\n\s+resources: .*?runtime=(?P<runtime>\d+), "
+        r"mem_mb=(?P<mem>\d+)", dry.stdout + dry.stderr)}
+    assert sorted(asked) == DONORS
+    rule = (REPO / "workflow/rules/qc.smk").read_text().split("rule qc_sample:")[1]
+    base_mb, per_mb = map(float, re.search(r"scaled_mem_mb\((\d+), (\d+)", rule).groups())
+    base_min, per_min = map(float, re.search(r"scaled_runtime\((\d+), ([\d.]+)", rule).groups())
+    size_mb = CELLXGENE.stat().st_size / 1024**2
+    for donor, (runtime, mem) in asked.items():
+        share = shares[donor]
+        assert mem == math.ceil(SNAKEMAKE_JOBSTEP_MB + base_mb + per_mb * size_mb * share)
+        assert runtime == math.ceil(base_min + per_min * size_mb * share)

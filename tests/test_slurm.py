@@ -282,9 +282,13 @@ def test_resource_helpers_scale_with_input_size_and_attempt(tmp_path):
     assert mem(None, [], 1) == overhead + 1000
     capped = ns["scaled_mem_mb"](base_mb=1000, per_input_mb=4, max_mb=2000)
     assert capped(None, [str(big)], 3) == 2000
+    half = ns["scaled_mem_mb"](base_mb=1000, per_input_mb=4, share=lambda wc, inputs: 0.5)
+    assert half(None, [str(big)], 2) == 2 * (overhead + 1000 + 20)
     runtime = ns["scaled_runtime"](base_min=10, per_input_mb=0.5)
     assert runtime(None, [str(big)], 1) == 15
     assert runtime(None, [str(big)], 3) == 45
+    quarter = ns["scaled_runtime"](base_min=10, per_input_mb=0.5, share=lambda wc, inputs: 0.25)
+    assert quarter(None, [str(big)], 1) == 12
     folder = tmp_path / "matrix"
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "matrix.mtx.gz").write_bytes(b"\0" * (5 * 1024**2))

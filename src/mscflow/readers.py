@@ -13,6 +13,7 @@ follows the sample, not the file. ``layer`` names the counts (``raw`` = ``.raw.X
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -264,6 +265,35 @@ def select_cells(source: MatrixSource, filters: Sequence[tuple[str, str]], *,
             "matches them all). Fix `obs_filter` in the sample sheet."
         )
     return mask
+
+
+def selected_share(path: str | Path, fmt: str, obs_filter: str) -> float:
+    """Share of the file's cells that ``obs_filter`` selects (1.0 without a filter, for
+    formats without per-cell columns, or when the filter cannot be applied: the QC job
+    then reports that problem itself). Resource requests scale a shared file's size by it,
+    so a job on one donor of a many-donor h5ad asks for memory following its cells."""
+    if fmt not in ANNOTATED_FORMATS or not obs_filter.strip():
+        return 1.0
+    stat = Path(path).stat()
+    return _selected_share(str(path), fmt, obs_filter, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _selected_share(path: str, fmt: str, obs_filter: str, size: int, mtime_ns: int) -> float:
+    """:func:`selected_share`, cached per file version (Snakemake evaluates every resource
+    function of every job, and each reads the same obs columns)."""
+    try:
+        filters = parse_obs_filter(obs_filter)
+        with open_matrix_file(path, fmt) as source:
+            if source.n_obs == 0:
+                return 1.0
+            mask = np.ones(source.n_obs, dtype=bool)
+            for column, value in filters:
+                values = pd.Series(np.asarray(source.obs_column(column), dtype=object))
+                mask &= (values.astype(str) == value).to_numpy()
+            return max(float(mask.mean()), 1.0 / source.n_obs)
+    except (OSError, KeyError, ValueError):
+        return 1.0
 
 
 def gene_names(source: MatrixSource, layer: str, var_symbols: str, *,

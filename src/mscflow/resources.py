@@ -42,41 +42,50 @@ def _input_size_mb(input):
     return total / 1024**2
 
 
-def scaled_mem_mb(base_mb=1000, per_input_mb=4.0, max_mb=None):
+def _read_mb(wildcards, input, share):
+    """MB of input the job reads: the inputs' size times ``share(wildcards, input)``."""
+    size = _input_size_mb(input)
+    return size if share is None else size * float(share(wildcards, input))
+
+
+def scaled_mem_mb(base_mb=1000, per_input_mb=4.0, max_mb=None, share=None):
     """Return a resource function for mem_mb:
 
-        attempt * (SNAKEMAKE_JOBSTEP_MB + base_mb + per_input_mb * <input size in MB>)
+        attempt * (SNAKEMAKE_JOBSTEP_MB + base_mb + per_input_mb * <input size in MB> * share)
 
     rounded up to whole MB and, when max_mb is given, capped at max_mb (set it to the largest
     node's memory: sbatch rejects a job that asks for more than any node has).
     per_input_mb is the rule's peak resident memory per MB of input (e.g. a gzipped sparse
     matrix loaded densely needs far more than its file size); base_mb covers the
-    interpreter, imported libraries and fixed-size work.
+    interpreter, imported libraries and fixed-size work. ``share(wildcards, input)``, when
+    given, is the part of the input the job reads (e.g. one donor's cells of a shared h5ad,
+    :func:`mscflow.readers.selected_share`); 1 otherwise.
     """
     if base_mb < 0 or per_input_mb < 0:
         raise ValueError("base_mb and per_input_mb must not be negative")
 
     def mem_mb(wildcards, input, attempt):
-        need = SNAKEMAKE_JOBSTEP_MB + base_mb + per_input_mb * _input_size_mb(input)
+        need = SNAKEMAKE_JOBSTEP_MB + base_mb + per_input_mb * _read_mb(wildcards, input, share)
         value = math.ceil(need * attempt)
         return min(value, max_mb) if max_mb is not None else value
 
     return mem_mb
 
 
-def scaled_runtime(base_min=10, per_input_mb=0.05, max_min=None):
+def scaled_runtime(base_min=10, per_input_mb=0.05, max_min=None, share=None):
     """Return a resource function for runtime (wall time in minutes, sbatch -t):
 
-        attempt * (base_min + per_input_mb * <input size in MB>)
+        attempt * (base_min + per_input_mb * <input size in MB> * share)
 
-    rounded up to whole minutes and capped at max_min when given (a partition's MaxTime).
+    rounded up to whole minutes and capped at max_min when given (a partition's MaxTime);
+    ``share`` as in :func:`scaled_mem_mb`.
     A job killed at its time limit (SLURM state TIMEOUT) is retried with a longer limit.
     """
     if base_min <= 0 or per_input_mb < 0:
         raise ValueError("base_min must be positive and per_input_mb not negative")
 
     def runtime(wildcards, input, attempt):
-        value = math.ceil((base_min + per_input_mb * _input_size_mb(input)) * attempt)
+        value = math.ceil((base_min + per_input_mb * _read_mb(wildcards, input, share)) * attempt)
         return min(value, max_min) if max_min is not None else value
 
     return runtime

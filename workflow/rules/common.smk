@@ -6,6 +6,7 @@ from pathlib import Path
 
 import mscflow.fetch
 from mscflow.config import prepare_run
+from mscflow.readers import selected_share
 from mscflow.resources import scaled_mem_mb, scaled_runtime
 from mscflow.samplesheet import sample_metadata
 
@@ -45,6 +46,13 @@ def sample_input(wildcards):
     """The sample's input file or folder (for url rows: the fetched, unpacked copy)."""
     row = samples.loc[wildcards.sample]
     return mscflow.fetch.fetched_path(FETCH_SPECS[row["sample"]]) if row["url"] else row["path"]
+
+
+def sample_input_share(wildcards, input):
+    """Share of the sample's input file its cells are (one donor of a many-donor h5ad via
+    obs_filter; 1 otherwise): the QC job's resource requests follow the sample."""
+    row = samples.loc[wildcards.sample]
+    return selected_share(input[0], row["format"], row["obs_filter"])
 
 
 def demo_outputs():

@@ -33,8 +33,8 @@ rule qc_sample:
         "benchmarks/qc/{sample}.tsv"
     threads: 1
     resources:
-        mem_mb=scaled_mem_mb(1500, 8),
-        runtime=scaled_runtime(20, 0.05),
+        mem_mb=scaled_mem_mb(1500, 8, share=sample_input_share),
+        runtime=scaled_runtime(20, 0.05, share=sample_input_share),
     conda:
         "../../envs/mscflow.yaml"
     script:
