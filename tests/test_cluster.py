@@ -161,3 +161,40 @@ def test_sparse_scaled_pca_equals_scanpy_scale_then_pca(max_value) -> None:
                                rtol=1e-4)
     assert adata.varm["PCs"].shape == (300, 15)
     assert not adata.varm["PCs"][~adata.var["highly_variable"].to_numpy()].any()
+
+
+def test_auto_search_is_exact_below_the_threshold_and_approximate_above() -> None:
+    """neighbors_method auto: brute force up to approximate_neighbors_above cells (the same
+    graph as "brute"), pynndescent above it, finding >= 95 % of the exact neighbours, seeded
+    (a rerun gives the same graph)."""
+    from mscflow.cluster import neighbour_search, neighbours
+
+    rng = np.random.default_rng(7)
+    centres = rng.normal(scale=4.0, size=(12, 20))
+    points = centres[rng.integers(0, 12, 4000)] + rng.normal(size=(4000, 20))
+    adata = ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(4000)]),
+                       obsm={"X_pca": points.astype(np.float32)})
+
+    def graph(**cfg) -> tuple[str, sparse.csr_matrix]:
+        settings = ClusterSettings.from_config(cfg, n_jobs=2, random_state=0, batch_key="")
+        used = neighbours(adata, settings, n_pcs=20)
+        assert adata.uns["neighbors"]["params"]["search"] == used
+        return used, adata.obsp["distances"].tocsr().copy()
+
+    assert neighbour_search(ClusterSettings.from_config(
+        {}, n_jobs=1, random_state=0, batch_key=""), 200_000) == "brute"
+    assert neighbour_search(ClusterSettings.from_config(
+        {}, n_jobs=1, random_state=0, batch_key=""), 200_001) == "pynndescent"
+    below, exact = graph(neighbors_method="auto", approximate_neighbors_above=4000)
+    brute, reference = graph(neighbors_method="brute")
+    assert below == brute == "brute" and (exact != reference).nnz == 0
+    above, approx = graph(neighbors_method="auto", approximate_neighbors_above=3999)
+    assert above == "pynndescent"
+    from sklearn.neighbors import NearestNeighbors
+
+    k = int(np.diff(approx.indptr).max())  # scanpy keeps n_neighbors - 1 besides the cell
+    truth = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(return_distance=False)
+    found = [len(set(approx[i].indices) & set(truth[i, :k])) for i in range(4000)]
+    assert k == 14 and sum(found) / truth[:, :k].size >= 0.95
+    _, again = graph(neighbors_method="auto", approximate_neighbors_above=3999)
+    assert (again != approx).nnz == 0
