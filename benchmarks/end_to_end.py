@@ -131,9 +131,10 @@ def plain_script(sheet: pd.DataFrame, cfg: dict, out: Path) -> None:
     import anndata as ad
     import scanpy as sc
 
+    from mscflow.doublets import expected_doublet_rate
     from mscflow.genesets import read_gmt
     from mscflow.io import prefix_barcodes, read_sample
-    from mscflow.qc import QCThresholds, add_qc_metrics, flag_outliers
+    from mscflow.qc import QCSettings, add_qc_metrics, flag_outliers
 
     steps = Steps()
     qc, cl, seed = cfg["qc"], cfg["cluster"], cfg["seed"]
@@ -144,10 +145,11 @@ def plain_script(sheet: pd.DataFrame, cfg: dict, out: Path) -> None:
         prefix_barcodes(adata, row.sample)
         adata.obs["sample"] = row.sample
         add_qc_metrics(adata, "mouse")
-        flag_outliers(adata, QCThresholds.from_config(qc))
+        flag_outliers(adata, QCSettings.from_config(qc))
+        rate = expected_doublet_rate(qc["expected_doublet_rate"], adata.n_obs)
         adata = adata[~adata.obs["qc_fail"].to_numpy()].copy()
         t1 = time.perf_counter()
-        sc.pp.scrublet(adata, expected_doublet_rate=qc["expected_doublet_rate"],
+        sc.pp.scrublet(adata, expected_doublet_rate=rate,
                        random_state=seed, verbose=False)
         t2 = time.perf_counter()
         t_qc, t_scrub = t_qc + t1 - t0, t_scrub + t2 - t1
