@@ -283,16 +283,9 @@ def _selected_share(path: str, fmt: str, obs_filter: str, size: int, mtime_ns: i
     """:func:`selected_share`, cached per file version (Snakemake evaluates every resource
     function of every job, and each reads the same obs columns)."""
     try:
-        filters = parse_obs_filter(obs_filter)
         with open_matrix_file(path, fmt) as source:
-            if source.n_obs == 0:
-                return 1.0
-            mask = np.ones(source.n_obs, dtype=bool)
-            for column, value in filters:
-                values = pd.Series(np.asarray(source.obs_column(column), dtype=object))
-                mask &= (values.astype(str) == value).to_numpy()
-            return max(float(mask.mean()), 1.0 / source.n_obs)
-    except (OSError, KeyError, ValueError):
+            return float(select_cells(source, parse_obs_filter(obs_filter), sample="").mean())
+    except (InputDataError, OSError, KeyError, ValueError):  # the QC job names the problem
         return 1.0
 
 
