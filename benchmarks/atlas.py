@@ -39,20 +39,11 @@ from end_to_end import (  # noqa: E402
     generate,
     logged_steps,
     make_workflow_dir,
+    rule_table,
     run_plain,
     run_workflow,
     workflow_benchmarks,
 )
-
-
-def rule_table(bench: pd.DataFrame) -> list[str]:
-    """Per rule: jobs, sum and longest job wall time, largest peak RSS (markdown rows)."""
-    lines = ["| rule | jobs | sum of job s | longest job s | max peak RSS MB |",
-             "|---|---:|---:|---:|---:|"]
-    for rule, grp in bench.groupby("rule", sort=False):
-        lines.append(f"| {rule} | {len(grp)} | {grp.s.sum():.1f} | {grp.s.max():.1f} | "
-                     f"{grp.max_rss_mb.max():.0f} |")
-    return lines
 
 
 def main() -> None:

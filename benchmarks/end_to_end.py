@@ -293,16 +293,22 @@ def logged_steps(workdir: Path) -> pd.DataFrame:
             .agg(jobs="size", sum_s="sum", max_s="max").reset_index())
 
 
+def rule_table(bench: pd.DataFrame) -> list[str]:
+    """Per workflow rule: jobs, sum and longest job wall time, largest peak RSS (markdown)."""
+    lines = ["| workflow rule | jobs | sum of job s | longest job s | max peak RSS MB |",
+             "|---|---:|---:|---:|---:|"]
+    for rule, grp in bench.groupby("rule", sort=False):
+        lines.append(f"| {rule} | {len(grp)} | {grp.s.sum():.1f} | {grp.s.max():.1f} | "
+                     f"{grp.max_rss_mb.max():.0f} |")
+    return lines
+
+
 def report(bench: pd.DataFrame, steps: pd.DataFrame, wf_wall: float,
            plain_steps: pd.DataFrame, plain_wall: float, agreement: dict, shape: str,
            load: tuple) -> str:
     """The printed table (markdown)."""
     lines = [f"## End-to-end benchmark {shape} (load average at start {load})", "",
-             "| workflow rule | jobs | sum of job s | longest job s | max peak RSS MB |",
-             "|---|---:|---:|---:|---:|"]
-    for rule, grp in bench.groupby("rule", sort=False):
-        lines.append(f"| {rule} | {len(grp)} | {grp.s.sum():.1f} | {grp.s.max():.1f} | "
-                     f"{grp.max_rss_mb.max():.0f} |")
+             *rule_table(bench)]
     same = bench[bench.rule.isin(SAME_STEPS)]
     lines += ["", "| step inside a job | jobs | sum s | longest s |", "|---|---:|---:|---:|"]
     lines += [f"| {r.rule}: {r.step} | {r.jobs} | {r.sum_s:.1f} | {r.max_s:.1f} |"
