@@ -66,7 +66,12 @@ def resample(h5ad: Path, n_cells: int, out: Path, seed: int = 0) -> Path:
     import scanpy as sc
     import scipy.sparse as sp
 
+    from mscflow.sample_counts import counts_matrix
+
     source = ad.read_h5ad(h5ad)
+    if "counts" not in source.layers:  # the workflow keeps counts in results/qc/{sample}.h5ad
+        qc_files = sorted(Path(h5ad).parents[1].glob("qc/*.h5ad"))
+        source.layers["counts"] = counts_matrix(qc_files, source.obs_names, source.var_names)
     rng = np.random.default_rng(seed)
     rows = rng.choice(source.n_obs, size=n_cells, replace=True)
     big = source[rows].copy()

@@ -56,17 +56,19 @@ def test_merge_sample_files_equals_merge_samples(sample_files) -> None:
     paths, _ = sample_files
     merged = merge_sample_files(paths)
     reference = merge_samples([ad.read_h5ad(p) for p in paths])
-    assert sparse.issparse(merged.X) and sparse.issparse(merged.layers["counts"])
+    assert sparse.issparse(merged.X) and "counts" not in merged.layers  # QC files keep them
     assert (merged.X != reference.X).nnz == 0
+    with_counts = merge_sample_files(paths, keep_counts=True)  # for scVI
+    assert (with_counts.layers["counts"] != reference.layers["counts"]).nnz == 0
     assert list(merged.obs_names) == list(reference.obs_names)
     assert merged.obs["sample"].dtype == "category"
 
 
 def test_lzf_h5ad_round_trip_stays_sparse(sample_files, tmp_path: Path) -> None:
-    merged = merge_sample_files(sample_files[0])
+    merged = merge_sample_files(sample_files[0], keep_counts=True)
     write_h5ad_atomic(merged, tmp_path / "m.h5ad", compression="lzf")
     back = ad.read_h5ad(tmp_path / "m.h5ad")
-    assert sparse.issparse(back.layers["counts"])
+    assert sparse.issparse(back.X) and sparse.issparse(back.layers["counts"])
     assert (back.X != merged.X).nnz == 0
 
 

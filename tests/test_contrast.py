@@ -8,6 +8,7 @@ both tissues, and MoMF expand in MSC liver. Everything else is null.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -477,6 +478,44 @@ def test_pseudobulk_counts_sum_to_layer(synth):
     bad.layers["counts"] = bad.layers["counts"].astype(float) * 0.5
     with pytest.raises(ValueError, match="non-integer"):
         C.pseudobulk_counts(bad)
+
+
+def _qc_files(adata, folder: Path) -> list[Path]:
+    """Per-sample files laid out as results/qc/{sample}.h5ad: raw counts in X, the sample's
+    cells in another order plus one cell the merged data dropped, genes reversed plus one
+    the merge left out."""
+    paths = []
+    for i, sample in enumerate(adata.obs["sample"].unique()):
+        part = adata[adata.obs["sample"] == sample]
+        x = sp.hstack([part.layers["counts"], sp.csr_matrix(np.ones((part.n_obs, 1)))])
+        extra = sp.csr_matrix(np.full((1, adata.n_vars + 1), 7.0))
+        qc = ad.AnnData(X=sp.vstack([x, extra]).tocsr().astype(np.float32),
+                        obs=pd.DataFrame(index=[*part.obs_names, f"{sample}:dropped"]),
+                        var=pd.DataFrame(index=[*adata.var_names, "only_in_qc"]))
+        order = np.random.default_rng(i).permutation(qc.n_obs)
+        qc = qc[order, np.arange(qc.n_vars)[::-1]].copy()
+        paths.append(folder / f"{sample}.h5ad")
+        qc.write_h5ad(paths[-1])
+    return paths
+
+
+def test_pseudobulk_from_qc_files_equals_pseudobulk_of_the_counts_layer(synth, tmp_path):
+    """The rule sums counts read from the per-sample QC files (the annotated file keeps no
+    counts): the same tables, cell for cell, as summing a counts layer."""
+    from mscflow.sample_counts import counts_matrix
+
+    adata, _, _ = synth
+    paths = _qc_files(adata, tmp_path)
+    expected = C.pseudobulk_counts(adata)
+    got = C.pseudobulk_counts_from_files(adata.obs, adata.var_names, paths)
+    pd.testing.assert_frame_equal(got[0], expected[0], check_exact=True)
+    pd.testing.assert_frame_equal(got[1], expected[1], check_exact=True)
+    counts = counts_matrix(paths, adata.obs_names, adata.var_names)
+    assert (counts != adata.layers["counts"]).nnz == 0 and counts.dtype == np.float32
+    with pytest.raises(ValueError, match=r"lacks genes of the merged data \(e\.g\. \['nope'\]"):
+        counts_matrix(paths, adata.obs_names, pd.Index([*adata.var_names, "nope"]))
+    with pytest.raises(ValueError, match="hold .* of the .* cells .*rerun the workflow"):
+        counts_matrix(paths[1:], adata.obs_names, adata.var_names)
 
 
 def test_gsea_stage_tests_exactly_the_library_sets(tmp_path, results):

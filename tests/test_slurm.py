@@ -300,6 +300,24 @@ def test_resource_helpers_scale_with_input_size_and_attempt(tmp_path):
     assert err.value.filename == missing
 
 
+def test_largest_input_share_asks_for_the_largest_file_read_one_at_a_time(tmp_path):
+    """Pseudobulk reads the per-sample QC files one at a time: its request follows the
+    largest of them, not their sum (nor the annotated file beside them)."""
+    from snakemake.iocontainers import InputFiles
+
+    ns = _resources_namespace()
+    sizes = {"annotated.h5ad": 30, "a.h5ad": 10, "b.h5ad": 20}
+    for name, mb in sizes.items():
+        (tmp_path / name).write_bytes(b"\0" * (mb * 1024**2))
+    inputs = InputFiles([str(tmp_path / name) for name in sizes])  # as Snakemake flattens them
+    inputs._set_name("h5ad", 0)
+    inputs._set_name("counts", 1, end=3)
+    share = ns["largest_input_share"]("counts")
+    assert share(None, inputs) == pytest.approx(20 / 60)
+    mem = ns["scaled_mem_mb"](base_mb=1000, per_input_mb=4, share=share)
+    assert mem(None, inputs, 1) == ns["SNAKEMAKE_JOBSTEP_MB"] + 1000 + 80
+
+
 def test_every_rule_asks_for_memory_and_time_that_grow_with_attempt():
     """A job killed for memory or time is retried (profiles: retries) with more of both."""
     rules = Path(__file__).resolve().parents[1] / "workflow" / "rules"

@@ -91,20 +91,22 @@ def concat_samples(kept: list[ad.AnnData]) -> ad.AnnData:
     return merged
 
 
-def merge_sample_files(paths: Sequence[str | Path]) -> ad.AnnData:
-    """Read and merge per-sample h5ad files holding at most two expression copies at once.
+def merge_sample_files(paths: Sequence[str | Path], keep_counts: bool = False) -> ad.AnnData:
+    """Read and merge per-sample h5ad files (counts in ``X``).
 
-    The per-sample matrices are released after concatenation, before the counts layer is
-    copied, so the peak is two copies of the merged matrix (as in :func:`merge_samples`
-    plus the inputs, that would be three).
+    The per-sample matrices are released after concatenation, so the peak is two copies of
+    the merged matrix. ``keep_counts`` copies the counts into ``layers["counts"]`` (for scVI,
+    which trains on them); the clustering itself needs none, and later steps read counts
+    from the per-sample files (:mod:`mscflow.sample_counts`).
     """
     merged = concat_samples([ad.read_h5ad(path) for path in paths])
-    merged.layers["counts"] = merged.X.copy()
+    if keep_counts:
+        merged.layers["counts"] = merged.X.copy()
     return merged
 
 
 def normalise(adata: ad.AnnData, target_sum: float) -> None:
-    """Total-count normalisation and log1p of X (counts stay in ``layers['counts']``)."""
+    """Total-count normalisation and log1p of X, in place."""
     sc.pp.normalize_total(adata, target_sum=target_sum)
     sc.pp.log1p(adata)
 
@@ -358,18 +360,19 @@ def cluster_samples(paths: Sequence[str | Path], settings: ClusterSettings
     integration, kNN, Leiden at every resolution, UMAP (in its own process, beside Leiden
     and markers) and marker genes of the default resolution.
 
-    Returns (clustered object with counts in ``layers["counts"]``, markers table,
+    Returns (clustered object: log-normalised ``X``, no counts layer; markers table,
     resolution agreement table).
     """
     check_method_available(settings.integration.method)  # before hours of work
     with umap_alongside() as umap:  # imports now, runs UMAP on the other core later
         with timed("read + merge"):
-            adata = merge_sample_files(paths)
+            adata = merge_sample_files(paths, keep_counts=settings.integration.method == "scvi")
         log.info("merged %d cells x %d genes from %d samples", adata.n_obs, adata.n_vars,
                  adata.obs["sample"].nunique())
         with timed("normalise"):
             normalise(adata, settings.target_sum)
         embed_graph(adata, settings)
+        adata.layers.pop("counts", None)  # scVI's training input; later steps read the QC files
         umap.submit(adata, settings)
         leiden_all(adata, settings)
         keys = [leiden_key(r) for r in settings.resolutions]

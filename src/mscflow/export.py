@@ -198,9 +198,16 @@ def viewer_problems(adata, embeddings: Sequence[str] = EMBEDDINGS) -> list[str]:
     return problems
 
 
-def export_stage(h5ad: str, *, keep_counts: bool, cluster_key: str, target_sum: float):
-    """Rule export_cellxgene: read the annotated cells, return the viewer-ready AnnData."""
+def export_stage(h5ad: str, *, counts: Sequence[str] | None, cluster_key: str,
+                 target_sum: float):
+    """Rule export_cellxgene: read the annotated cells, return the viewer-ready AnnData;
+    with ``counts`` (the per-sample QC files) its counts layer is read from them."""
     import anndata as ad
 
-    return viewer_ready(ad.read_h5ad(h5ad), cluster_key=cluster_key, target_sum=target_sum,
-                        keep_counts=keep_counts)
+    from mscflow.sample_counts import counts_matrix
+
+    adata = ad.read_h5ad(h5ad)
+    if counts is not None:
+        adata.layers["counts"] = counts_matrix(counts, adata.obs_names, adata.var_names)
+    return viewer_ready(adata, cluster_key=cluster_key, target_sum=target_sum,
+                        keep_counts=counts is not None)

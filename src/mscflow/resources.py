@@ -48,6 +48,18 @@ def _read_mb(wildcards, input, share):
     return size if share is None else size * float(share(wildcards, input))
 
 
+def largest_input_share(name):
+    """A ``share`` for :func:`scaled_mem_mb` and :func:`scaled_runtime` of a job that reads
+    the files of its input ``name`` one at a time: the largest of them over all its inputs."""
+
+    def share(wildcards, input):
+        total = _input_size_mb(input)
+        largest = max((_input_size_mb([path]) for path in input[name]), default=0.0)
+        return largest / total if total else 0.0
+
+    return share
+
+
 def scaled_mem_mb(base_mb=1000, per_input_mb=4.0, max_mb=None, share=None):
     """Return a resource function for mem_mb:
 

@@ -8,7 +8,7 @@ from mscflow.report import ReportSettings
 smk = snakemake  # noqa: F821
 log = job.start(smk)
 settings = ReportSettings.from_config(smk.params.report, seed=smk.params.seed)
-adata = export_stage(smk.input.h5ad, keep_counts=settings.export_counts,
+adata = export_stage(smk.input.h5ad, counts=smk.input.counts if settings.export_counts else None,
                      cluster_key=smk.params.cluster_key, target_sum=smk.params.target_sum)
 log.info("export: %d cells x %d genes, obs columns %s", adata.n_obs, adata.n_vars,
          list(adata.obs.columns))

@@ -61,7 +61,11 @@ from mscflow.contrast.gsea import (
     ranking_from_de,
     running_enrichment,
 )
-from mscflow.contrast.pseudobulk import pseudobulk_counts, pseudobulk_de
+from mscflow.contrast.pseudobulk import (
+    pseudobulk_counts,
+    pseudobulk_counts_from_files,
+    pseudobulk_de,
+)
 from mscflow.contrast.scores import (
     per_sample_scores,
     replicate_tests,
@@ -127,6 +131,7 @@ __all__ = [
     "per_sample_scores",
     "permute_conditions",
     "pseudobulk_counts",
+    "pseudobulk_counts_from_files",
     "pseudobulk_de",
     "pseudobulk_stage",
     "ranking_from_de",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from os import PathLike
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,7 +29,7 @@ from mscflow.errors import InputDataError
 if TYPE_CHECKING:
     import anndata as ad
 
-__all__ = ["pseudobulk_counts", "pseudobulk_de"]
+__all__ = ["pseudobulk_counts", "pseudobulk_counts_from_files", "pseudobulk_de"]
 
 _DE_COLUMNS = [
     "contrast", "tissue", "condition", "reference", "cell_type", "gene", "baseMean",
@@ -37,41 +38,73 @@ _DE_COLUMNS = [
 ]
 
 
-def pseudobulk_counts(adata: ad.AnnData, layer: str = "counts"
+def pseudobulk_counts(adata: ad.AnnData, layer: str | None = "counts"
                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Summed raw counts per tissue x cell type x sample.
+    """Summed raw counts per tissue x cell type x sample (from ``layers[layer]``, or ``X``
+    with ``layer=None``).
 
     Returns ``(counts, groups)``: counts has one row per group (index ``tissue|cell_type|
-    sample``) and one column per gene; groups has tissue, cell_type, sample, n_cells.
+    sample``, sorted) and one column per gene; groups has tissue, cell_type, sample, n_cells.
     """
-    import scipy.sparse as sp
-
-    if layer not in adata.layers:
+    if layer is not None and layer not in adata.layers:
         raise InputDataError(
             f"AnnData has no layer {layer!r} with raw counts (layers: {list(adata.layers)})"
         )
-    X = adata.layers[layer]
+    X = adata.X if layer is None else adata.layers[layer]
+    summed = _sum_groups(X, adata.obs, adata.var_names, f"layer {layer!r}" if layer else "X")
+    return summed, _group_table(summed.index, adata.obs)
+
+
+def pseudobulk_counts_from_files(obs: pd.DataFrame, genes: pd.Index,
+                                 paths: Sequence[str | PathLike]
+                                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`pseudobulk_counts` of the cells in ``obs`` with the raw counts read from the
+    per-sample QC files one at a time (:mod:`mscflow.sample_counts`); the same tables as
+    with a counts layer, without holding every cell's counts."""
+    from mscflow.sample_counts import iter_sample_counts
+
+    parts = [_sum_groups(block, obs.iloc[rows], genes, str(path))
+             for path, (rows, block) in zip(paths, iter_sample_counts(paths, obs.index, genes),
+                                            strict=True) if rows.size]
+    if parts:
+        summed = pd.concat(parts).groupby(level=0, sort=True).sum()
+    else:
+        summed = pd.DataFrame(np.zeros((0, len(genes)), np.int64), columns=genes.astype(str))
+    summed.index.name = "group"
+    return summed, _group_table(summed.index, obs)
+
+
+def _group_keys(obs: pd.DataFrame) -> pd.Series:
+    labels = obs[["tissue", "cell_type", "sample"]].astype(str)
+    return labels["tissue"] + "|" + labels["cell_type"] + "|" + labels["sample"]
+
+
+def _sum_groups(X, obs: pd.DataFrame, genes: pd.Index, where: str) -> pd.DataFrame:
+    """Raw counts summed per tissue|cell_type|sample group (rows sorted by group)."""
+    import scipy.sparse as sp
+
     X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
     data = X.data
     if data.size and not np.all(np.equal(np.mod(data, 1), 0)):
-        raise InputDataError(
-            f"layer {layer!r} holds non-integer values; pseudobulk needs raw counts")
-    obs = adata.obs[["tissue", "cell_type", "sample"]].astype(str)
-    key = obs["tissue"] + "|" + obs["cell_type"] + "|" + obs["sample"]
-    codes, uniques = pd.factorize(key, sort=True)
+        raise InputDataError(f"{where} holds non-integer values; pseudobulk needs raw counts")
+    codes, uniques = pd.factorize(_group_keys(obs), sort=True)
     ind = sp.csr_matrix(
         (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(uniques), len(codes))
     )
     summed = np.asarray((ind @ X).todense()).round().astype(np.int64)
-    counts = pd.DataFrame(summed, index=pd.Index(uniques, name="group"),
-                          columns=adata.var_names.astype(str))
-    parts = pd.Series(uniques).str.split("|", n=2, expand=True)
-    groups = pd.DataFrame(
+    return pd.DataFrame(summed, index=pd.Index(uniques, name="group"),
+                        columns=pd.Index(genes).astype(str))
+
+
+def _group_table(groups: pd.Index, obs: pd.DataFrame) -> pd.DataFrame:
+    """tissue, cell_type, sample and n_cells of each group key."""
+    n_cells = _group_keys(obs).value_counts().reindex(groups).to_numpy()
+    parts = pd.Series(groups).str.split("|", n=2, expand=True)
+    return pd.DataFrame(
         {"tissue": parts[0].to_numpy(), "cell_type": parts[1].to_numpy(),
-         "sample": parts[2].to_numpy(), "n_cells": np.bincount(codes)},
-        index=counts.index,
+         "sample": parts[2].to_numpy(), "n_cells": n_cells},
+        index=groups,
     )
-    return counts, groups
 
 
 def pseudobulk_de(
@@ -81,14 +114,18 @@ def pseudobulk_de(
     samples: pd.DataFrame | None = None,
     n_cpus: int = 1,
     layer: str = "counts",
+    summed: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """pydeseq2 Wald test per contrast x cell type on summed raw counts (samples = replicates).
 
     Samples with fewer than ``min_cells_per_sample`` cells of the type are left out; genes
     with fewer than ``pseudobulk.min_counts`` summed counts are filtered. Cell types that
     cannot be tested give one row with ``gene`` empty and the reason in ``note``.
+    ``summed``: the ``(counts, groups)`` of :func:`pseudobulk_counts_from_files` when the
+    counts are read from the QC files (only ``adata.obs`` is used then); else they are
+    summed from ``adata.layers[layer]``.
     """
-    counts, groups = pseudobulk_counts(adata, layer)
+    counts, groups = summed if summed is not None else pseudobulk_counts(adata, layer)
     frames = []
     for cd in contrast_designs(adata.obs, samples, contrasts, settings.min_samples_per_group):
         gk = groups[groups["tissue"] == cd.contrast.tissue]

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -24,9 +24,6 @@ from mscflow.contrast.scores import per_sample_scores, score_shifts, select_scor
 from mscflow.contrast.settings import Contrast, ContrastSettings, parse_contrasts
 from mscflow.contrast.stats import STATUS_TESTED
 from mscflow.contrast.summary import contrast_summary
-
-if TYPE_CHECKING:
-    import anndata as ad
 
 __all__ = [
     "TSV_OPTIONS",
@@ -63,20 +60,19 @@ def write_tables(tables: Mapping[str, pd.DataFrame], outputs: Any) -> None:
 
 @dataclass(frozen=True)
 class StageInputs:
-    """What the contrast analyses share: the sheet, the parsed contrasts and settings, the
-    cells' obs and, for pseudobulk, the whole AnnData."""
+    """What the contrast analyses share: the sheet, the parsed contrasts and settings and
+    the cells' obs."""
 
     samples: pd.DataFrame
     contrasts: list[Contrast]
     settings: ContrastSettings
     obs: pd.DataFrame
-    adata: ad.AnnData | None = None
 
 
 def load_inputs(h5ad: PathLike, sample_sheet: PathLike, contrasts: Sequence[Mapping],
-                settings: Mapping, *, counts: bool = False) -> StageInputs:
+                settings: Mapping) -> StageInputs:
     """Read the sample sheet, check the contrasts against it, build the settings and read
-    the annotated cells: only ``obs`` (backed), or the whole AnnData with ``counts``."""
+    the annotated cells' ``obs`` (backed: the matrix stays on disk)."""
     import anndata as ad
 
     from mscflow.samplesheet import read_sample_sheet
@@ -84,9 +80,6 @@ def load_inputs(h5ad: PathLike, sample_sheet: PathLike, contrasts: Sequence[Mapp
     samples = read_sample_sheet(sample_sheet)
     parsed = parse_contrasts(contrasts, samples)
     config = ContrastSettings.from_config(settings)
-    if counts:
-        adata = ad.read_h5ad(h5ad)
-        return StageInputs(samples, parsed, config, adata.obs, adata)
     backed = ad.read_h5ad(h5ad, backed="r")
     obs = backed.obs.copy()
     backed.file.close()
@@ -125,13 +118,24 @@ def composition_stage(h5ad: PathLike, sample_sheet: PathLike, contrasts: Sequenc
 
 
 def pseudobulk_stage(h5ad: PathLike, sample_sheet: PathLike, contrasts: Sequence[Mapping],
-                     settings: Mapping, *, threads: int = 1) -> Tables:
+                     settings: Mapping, *, counts: Sequence[PathLike], threads: int = 1
+                     ) -> Tables:
     """Rule contrast_pseudobulk_de: pydeseq2 per contrast x cell type (outputs ``tsv``,
-    ``parquet``)."""
-    run = load_inputs(h5ad, sample_sheet, contrasts, settings, counts=True)
+    ``parquet``) on raw counts summed from the per-sample QC files ``counts`` (one sample in
+    memory at a time; the annotated file gives the cells, their labels and the genes)."""
+    import anndata as ad
+
+    from mscflow.contrast.pseudobulk import pseudobulk_counts_from_files
+
+    run = load_inputs(h5ad, sample_sheet, contrasts, settings)
+    backed = ad.read_h5ad(h5ad, backed="r")
+    genes = backed.var_names.copy()
+    backed.file.close()
+    with job.timed("pseudobulk counts (per sample)"):
+        summed = pseudobulk_counts_from_files(run.obs, genes, counts)
     with job.timed("pseudobulk_de"):
-        table = pseudobulk_de(run.adata, run.contrasts, run.settings, run.samples,
-                              n_cpus=threads)
+        table = pseudobulk_de(ad.AnnData(obs=run.obs), run.contrasts, run.settings,
+                              run.samples, n_cpus=threads, summed=summed)
     units = table.drop_duplicates(["contrast", "cell_type"])
     for (name, status), n in units.groupby(["contrast", "status"]).size().items():
         log.info("%s: %d cell types %s", name, n, status)
