@@ -75,9 +75,10 @@ def main() -> None:
              f"(load average at start {load}, at end "
              f"{tuple(round(x, 1) for x in os.getloadavg())})", "",
              *rule_table(bench), "",
-             "| step inside a job | jobs | sum s | longest s |", "|---|---:|---:|---:|",
-             *[f"| {r.rule}: {r.step} | {r.jobs} | {r.sum_s:.1f} | {r.max_s:.1f} |"
-               for r in logged_steps(workdir).itertuples()], "",
+             "| step inside a job | jobs | sum s | longest s | job peak RSS after it, MB |",
+             "|---|---:|---:|---:|---:|",
+             *[f"| {r.rule}: {r.step} | {r.jobs} | {r.sum_s:.1f} | {r.max_s:.1f} | "
+               f"{r.peak_rss_mb:,.0f} |" for r in logged_steps(workdir).itertuples()], "",
              f"- workflow wall time: {wf_wall:.1f} s; largest job peak "
              f"{bench.max_rss_mb.max():,.0f} MB ({bench.loc[bench.max_rss_mb.idxmax(), 'job']})"]
     if cells <= args.plain_max_cells:

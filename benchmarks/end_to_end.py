@@ -277,8 +277,9 @@ def umap_agreement(obs: pd.DataFrame, coords: np.ndarray, plain_out: Path,
 
 
 def logged_steps(workdir: Path) -> pd.DataFrame:
-    """Per-step wall time inside the qc_sample and cluster jobs (``step X: s`` log lines)."""
-    rows = []
+    """Per-step wall time inside the qc_sample and cluster jobs (``step X: s`` log lines) and
+    the job's peak RSS after the step (``peak RSS after X: MB``; largest over the jobs)."""
+    rows, peaks = [], {}
     for log in sorted((workdir / "logs").rglob("*.log")):
         rule = "cluster" if log.parent.name == "cluster" else "qc_sample"
         if log.parent.name not in ("cluster", "qc") or log.stem == "qc_summary":
@@ -287,10 +288,17 @@ def logged_steps(workdir: Path) -> pd.DataFrame:
             if " step " in line and line.endswith(" s"):
                 step, secs = line.split(" step ", 1)[1].rsplit(": ", 1)
                 rows.append({"rule": rule, "step": step, "s": float(secs[:-2])})
+            elif " peak RSS after " in line and line.endswith(" MB"):
+                step, mb = line.split(" peak RSS after ", 1)[1].rsplit(": ", 1)
+                key = (rule, step)
+                peaks[key] = max(peaks.get(key, 0.0), float(mb[:-3]))
     if not rows:
-        return pd.DataFrame(columns=["rule", "step", "jobs", "sum_s", "max_s"])
-    return (pd.DataFrame(rows).groupby(["rule", "step"], sort=False)["s"]
-            .agg(jobs="size", sum_s="sum", max_s="max").reset_index())
+        return pd.DataFrame(columns=["rule", "step", "jobs", "sum_s", "max_s", "peak_rss_mb"])
+    table = (pd.DataFrame(rows).groupby(["rule", "step"], sort=False)["s"]
+             .agg(jobs="size", sum_s="sum", max_s="max").reset_index())
+    table["peak_rss_mb"] = [peaks.get(key, float("nan"))
+                            for key in zip(table["rule"], table["step"], strict=True)]
+    return table
 
 
 def rule_table(bench: pd.DataFrame) -> list[str]:

@@ -64,6 +64,74 @@ def test_merge_sample_files_equals_merge_samples(sample_files) -> None:
     assert merged.obs["sample"].dtype == "category"
 
 
+def test_merge_skips_empty_samples_and_names_none_left(sample_files, tmp_path: Path) -> None:
+    paths, _ = sample_files
+    empty = ad.read_h5ad(paths[0])[:0].copy()
+    write_h5ad_atomic(empty, tmp_path / "empty.h5ad", compression="lzf")
+    merged = merge_sample_files([paths[0], tmp_path / "empty.h5ad", paths[1]])
+    assert (merged.X != merge_samples([ad.read_h5ad(p) for p in paths[:2]]).X).nnz == 0
+    with pytest.raises(ValueError, match="no sample has cells left after QC"):
+        merge_sample_files([tmp_path / "empty.h5ad"])
+
+
+def test_normalise_in_blocks_is_scanpys_normalisation_to_the_bit(sample_files) -> None:
+    """normalise() works on blocks of cells in place (no second copy of the matrix) and
+    gives exactly scanpy's normalize_total + log1p of the whole matrix."""
+    import scanpy as sc
+
+    merged = merge_sample_files(sample_files[0])
+    reference = merged.copy()
+    sc.pp.normalize_total(reference, target_sum=1e4)
+    sc.pp.log1p(reference)
+    normalise(merged, 1e4, block_cells=97)  # blocks that do not divide the cells
+    assert np.array_equal(merged.X.data, reference.X.data)
+    assert np.array_equal(merged.X.indices, reference.X.indices)
+    assert merged.uns["log1p"] == reference.uns["log1p"]
+
+
+def test_in_place_scaling_is_the_sparse_product_to_the_bit() -> None:
+    """The PCA's gene scaling, done in place, stores the same values in the same order as
+    the product x @ diag(factors) did (so the PCA stays the same to the bit)."""
+    from mscflow.cluster import _scale_columns_reversing_rows
+
+    x = sparse.random(300, 80, density=0.1, format="csr", dtype=np.float32, random_state=1)
+    factors = np.random.default_rng(2).random(80).astype(np.float32) + 0.5
+    product = sparse.csr_matrix(x @ sparse.diags(factors))
+    _scale_columns_reversing_rows(x, factors)
+    assert np.array_equal(x.indptr, product.indptr)
+    assert np.array_equal(x.indices, product.indices)
+    assert np.array_equal(x.data, product.data)
+    assert not x.has_sorted_indices
+
+
+@pytest.mark.parametrize("method", ["t-test", "t-test_overestim_var"])
+def test_markers_by_gene_blocks_are_scanpys_rank_genes_groups_to_the_bit(
+        sample_files, method: str) -> None:
+    """The markers' t-tests on blocks of genes (no copy of the rest of the cells per
+    cluster): the same uns entry and table as sc.tl.rank_genes_groups."""
+    import scanpy as sc
+
+    from mscflow.cluster import marker_genes
+
+    adata = merge_sample_files(sample_files[0])
+    normalise(adata, 1e4)
+    adata.obs["group"] = pd.Categorical(np.repeat(["a", "b", "c", "d"], adata.n_obs // 4 + 1)
+                                        [:adata.n_obs])
+    reference = adata.copy()
+    sc.tl.rank_genes_groups(reference, "group", method=method, n_genes=25,
+                            key_added="markers_group")
+    table = marker_genes(adata, "group", method, block_genes=77)
+    got, want = adata.uns["markers_group"], reference.uns["markers_group"]
+    assert list(got) == list(want) and got["params"] == want["params"]
+    for column in ("names", "scores", "pvals", "pvals_adj", "logfoldchanges"):
+        assert got[column].dtype == want[column].dtype, column
+        for group in ("a", "b", "c", "d"):
+            assert np.array_equal(got[column][group], want[column][group]), (column, group)
+    expected = sc.get.rank_genes_groups_df(reference, group=None, key="markers_group")
+    pd.testing.assert_frame_equal(table.drop(columns="clustering"),
+                                  expected.rename(columns={"names": "gene"}), check_exact=True)
+
+
 def test_lzf_h5ad_round_trip_stays_sparse(sample_files, tmp_path: Path) -> None:
     merged = merge_sample_files(sample_files[0], keep_counts=True)
     write_h5ad_atomic(merged, tmp_path / "m.h5ad", compression="lzf")

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anndata as ad
+import numba
 import numpy as np
 import pandas as pd
 import scanpy as sc
@@ -85,30 +86,75 @@ def concat_samples(kept: list[ad.AnnData]) -> ad.AnnData:
     merged = ad.concat(kept, join="inner", merge="same")
     if merged.n_vars < max(n_genes):
         log.warning("merged on %d shared genes (samples had %s)", merged.n_vars, n_genes)
-    for col in ("sample", "tissue", "condition", "species"):
-        if col in merged.obs:
-            merged.obs[col] = merged.obs[col].astype("category")
+    _metadata_as_categories(merged)
     return merged
 
 
-def merge_sample_files(paths: Sequence[str | Path], keep_counts: bool = False) -> ad.AnnData:
-    """Read and merge per-sample h5ad files (counts in ``X``).
+def _metadata_as_categories(merged: ad.AnnData) -> None:
+    for col in ("sample", "tissue", "condition", "species"):
+        if col in merged.obs:
+            merged.obs[col] = merged.obs[col].astype("category")
 
-    The per-sample matrices are released after concatenation, so the peak is two copies of
-    the merged matrix. ``keep_counts`` copies the counts into ``layers["counts"]`` (for scVI,
-    which trains on them); the clustering itself needs none, and later steps read counts
-    from the per-sample files (:mod:`mscflow.sample_counts`).
+
+def merge_sample_files(paths: Sequence[str | Path], keep_counts: bool = False) -> ad.AnnData:
+    """Read and merge per-sample h5ad files (counts in ``X``) holding one copy of the merged
+    matrix: anndata's ``concat_on_disk`` writes the merged file to a temporary folder
+    (``TMPDIR``; uncompressed, about the merged matrix's size) a block at a time, then it
+    is read back. The same object as :func:`concat_samples` of the read files, which would
+    hold the inputs and the merged copy at once.
+
+    ``keep_counts`` copies the counts into ``layers["counts"]`` (for scVI, which trains on
+    them); the clustering needs none, and later steps read counts from the per-sample files
+    (:mod:`mscflow.sample_counts`).
     """
-    merged = concat_samples([ad.read_h5ad(path) for path in paths])
+    from anndata.experimental import concat_on_disk
+
+    shapes = {}
+    for path in paths:
+        backed = ad.read_h5ad(path, backed="r")
+        shapes[str(path)] = backed.shape
+        backed.file.close()
+    kept = [path for path, shape in shapes.items() if shape[0] > 0]
+    if not kept:
+        raise ValueError("no sample has cells left after QC; nothing to cluster")
+    with tempfile.TemporaryDirectory(prefix="mscflow-merge-") as folder:
+        merged_path = Path(folder) / "merged.h5ad"
+        concat_on_disk(kept, merged_path, join="inner", merge="same")
+        merged = ad.read_h5ad(merged_path)
+    n_genes = [shapes[path][1] for path in kept]
+    if merged.n_vars < max(n_genes):
+        log.warning("merged on %d shared genes (samples had %s)", merged.n_vars, n_genes)
+    _metadata_as_categories(merged)
     if keep_counts:
         merged.layers["counts"] = merged.X.copy()
     return merged
 
 
-def normalise(adata: ad.AnnData, target_sum: float) -> None:
-    """Total-count normalisation and log1p of X, in place."""
-    sc.pp.normalize_total(adata, target_sum=target_sum)
-    sc.pp.log1p(adata)
+def normalise(adata: ad.AnnData, target_sum: float, block_cells: int = 10_000) -> None:
+    """Total-count normalisation and log1p of X, in place.
+
+    A sparse CSR ``X`` is normalised ``block_cells`` rows at a time with scanpy's own
+    ``normalize_total`` and ``log1p``, the values written back into ``X``: every step is
+    per cell (``target_sum`` is fixed), so the result is scanpy's to the bit, without the
+    second copy of the whole matrix that ``normalize_total`` makes.
+    """
+    from scipy import sparse
+
+    x = adata.X
+    if not (sparse.issparse(x) and x.format == "csr" and x.dtype == np.float32):
+        sc.pp.normalize_total(adata, target_sum=target_sum)
+        sc.pp.log1p(adata)
+        return
+    for start in range(0, adata.n_obs, block_cells):
+        stop = min(start + block_cells, adata.n_obs)
+        block = ad.AnnData(x[start:stop])
+        sc.pp.normalize_total(block, target_sum=target_sum)
+        sc.pp.log1p(block)
+        done = block.X
+        if done.nnz != x.indptr[stop] - x.indptr[start]:
+            raise RuntimeError("normalisation changed the sparsity pattern of a block")
+        x.data[x.indptr[start]:x.indptr[stop]] = done.data
+    adata.uns["log1p"] = {"base": None}
 
 
 def neighbours(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int,
@@ -203,7 +249,7 @@ def pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> None:
     if settings.scale_max_value is not None:
         cap = (mean + settings.scale_max_value * sd)[x.indices]
         np.minimum(x.data, cap.astype(np.float32), out=x.data)
-    x = sparse.csr_matrix(x @ sparse.diags((1 / sd).astype(np.float32)))
+    _scale_columns_reversing_rows(x, (1 / sd).astype(np.float32))
     scaled = ad.AnnData(x)
     sc.pp.pca(scaled, n_comps=n_pcs, svd_solver=settings.pca_solver,
               random_state=settings.random_state)
@@ -215,6 +261,32 @@ def pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> None:
     loadings = np.zeros((adata.n_vars, n_pcs), dtype=scaled.varm["PCs"].dtype)
     loadings[genes] = scaled.varm["PCs"]
     adata.varm["PCs"] = loadings
+
+
+def _scale_columns_reversing_rows(x, factors: np.ndarray) -> None:
+    """Multiply the columns of CSR ``x`` by ``factors`` in place, each row's stored values
+    left in reverse order.
+
+    The scaling used to be the product ``x @ diags(factors)``, a second copy of the HVG
+    matrix. scipy's sparse product writes each row's values in reverse order and the arpack
+    PCA sums them in the order stored, so this in-place version keeps that order: the PCA,
+    and every result after it, stays the same to the bit.
+    """
+    _scale_and_reverse_rows(x.indptr, x.indices, x.data, factors.astype(x.dtype))
+    x.has_sorted_indices = False
+
+
+@numba.njit(cache=True)
+def _scale_and_reverse_rows(indptr, indices, data, factors):  # pragma: no cover (compiled)
+    for row in range(indptr.size - 1):
+        for j in range(indptr[row], indptr[row + 1]):
+            data[j] *= factors[indices[j]]
+        left, right = indptr[row], indptr[row + 1] - 1
+        while left < right:
+            indices[left], indices[right] = indices[right], indices[left]
+            data[left], data[right] = data[right], data[left]
+            left += 1
+            right -= 1
 
 
 def embed_graph(adata: ad.AnnData, settings: ClusterSettings) -> None:
@@ -324,13 +396,80 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot serialise {type(value).__name__} for the UMAP process")
 
 
-def marker_genes(adata: ad.AnnData, groupby: str, method: str, n_genes: int = 25) -> pd.DataFrame:
-    """Top marker genes per cluster as a tidy table (rank_genes_groups on log data)."""
-    sc.tl.rank_genes_groups(adata, groupby=groupby, method=method, n_genes=n_genes,
-                            key_added=f"markers_{groupby}")
-    df = sc.get.rank_genes_groups_df(adata, group=None, key=f"markers_{groupby}")
+def marker_genes(adata: ad.AnnData, groupby: str, method: str, n_genes: int = 25,
+                 block_genes: int = 500) -> pd.DataFrame:
+    """Top marker genes per cluster as a tidy table (rank_genes_groups on log data, stored
+    in ``uns["markers_<groupby>"]``).
+
+    The t-tests run on blocks of ``block_genes`` genes (:func:`rank_genes_by_blocks`): the
+    same tables and ``uns`` as ``sc.tl.rank_genes_groups`` to the bit, which copies the rest
+    of the cells once per cluster (a second copy of the whole matrix at its peak); other
+    methods call scanpy directly.
+    """
+    key = f"markers_{groupby}"
+    if method in ("t-test", "t-test_overestim_var"):
+        rank_genes_by_blocks(adata, groupby, method, n_genes, key, block_genes)
+    else:
+        sc.tl.rank_genes_groups(adata, groupby=groupby, method=method, n_genes=n_genes,
+                                key_added=key)
+    df = sc.get.rank_genes_groups_df(adata, group=None, key=key)
     df.insert(0, "clustering", groupby)
     return df.rename(columns={"names": "gene"})
+
+
+def rank_genes_by_blocks(adata: ad.AnnData, groupby: str, method: str, n_genes: int,
+                         key_added: str, block_genes: int = 500) -> None:
+    """``sc.tl.rank_genes_groups(adata, groupby, method=<t-test>, n_genes=...)`` (each group
+    against the rest, Benjamini-Hochberg), computed ``block_genes`` genes at a time.
+
+    scanpy's own statistics (``_RankGenes``: per-gene means and variances of each group
+    and of the rest, Welch's t-test) run on each block of genes; per gene they are the
+    same numbers as on the whole matrix (the sums run over the cells in the same order).
+    The Benjamini-Hochberg correction and the choice of the top ``n_genes`` then run on
+    all genes, as scanpy does. Memory beyond ``X``: one block's copies instead of a
+    whole-matrix copy of the rest of the cells per group.
+    """
+    from scanpy.tools._rank_genes_groups import _RankGenes, _select_top_n
+    from statsmodels.stats.multitest import multipletests
+
+    x = adata.X
+    n_all = adata.n_vars
+    obs = adata.obs[[groupby]]
+    scores = pvals = means = means_rest = groups = expm1 = None
+    for start in range(0, n_all, block_genes):
+        stop = min(start + block_genes, n_all)
+        block = ad.AnnData(x[:, start:stop], obs=obs, uns={"log1p": adata.uns.get("log1p", {})})
+        test = _RankGenes(block, "all", groupby, reference="rest", use_raw=False)
+        if scores is None:
+            groups, expm1 = test.groups_order, test.expm1_func
+            shape = (len(groups), n_all)
+            scores, pvals = np.zeros(shape), np.zeros(shape)
+            means, means_rest = np.zeros(shape), np.zeros(shape)
+        for g, group_scores, group_pvals in test.t_test(method):
+            scores[g, start:stop] = group_scores
+            pvals[g, start:stop] = group_pvals
+        means[:, start:stop] = test.means
+        means_rest[:, start:stop] = test.means_rest
+    n_top = min(n_genes, n_all)
+    columns: dict[str, dict[str, np.ndarray]] = {
+        c: {} for c in ("names", "scores", "pvals", "pvals_adj", "logfoldchanges")}
+    for g, name in enumerate(str(group) for group in groups):
+        top = _select_top_n(scores[g], n_top)
+        columns["names"][name] = adata.var_names[top]
+        columns["scores"][name] = scores[g][top]
+        columns["pvals"][name] = pvals[g][top]
+        finite = np.where(np.isnan(pvals[g]), 1, pvals[g])
+        columns["pvals_adj"][name] = multipletests(finite, alpha=0.05, method="fdr_bh")[1][top]
+        change = (expm1(means[g]) + 1e-9) / (expm1(means_rest[g]) + 1e-9)
+        columns["logfoldchanges"][name] = np.log2(change[top])
+    dtypes = {"names": "O", "scores": "float32", "logfoldchanges": "float32",
+              "pvals": "float64", "pvals_adj": "float64"}
+    result = {"params": {"groupby": groupby, "reference": "rest", "method": method,
+                         "use_raw": False, "layer": None, "corr_method": "benjamini-hochberg"}}
+    for column in columns:  # scanpy's order
+        result[column] = pd.DataFrame(columns[column]).to_records(
+            index=False, column_dtypes=dtypes[column])
+    adata.uns[key_added] = result
 
 
 def cluster_sizes(obs: pd.DataFrame, cluster_key: str) -> pd.DataFrame:

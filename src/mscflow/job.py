@@ -62,10 +62,16 @@ def start(smk: Any) -> logging.Logger:
 
 @contextmanager
 def timed(step: str) -> Iterator[None]:
-    """Log the wall time of a step as ``step <name>: <seconds> s`` (parsed by benchmarks)."""
+    """Log the wall time of a step as ``step <name>: <seconds> s`` and the process's peak
+    resident memory so far as ``peak RSS after <name>: <MB> MB`` (both parsed by
+    benchmarks)."""
+    import resource
+
     begin = time.perf_counter()
     yield
     log.info("step %s: %.2f s", step, time.perf_counter() - begin)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    log.info("peak RSS after %s: %.0f MB", step, peak_kb / 1024)
 
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:

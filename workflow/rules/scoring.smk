@@ -21,7 +21,8 @@ rule score_programmes:
         "benchmarks/scores/score_programmes.tsv"
     threads: 2
     resources:
-        mem_mb=scaled_mem_mb(2000, 3 * H5AD_MB),
+        # the matrix is streamed from disk in chunks: the scores tables, not the matrix
+        mem_mb=scaled_mem_mb(2000, 0.5 * H5AD_MB),
         runtime=scaled_runtime(20, 0.02),
     conda:
         "../../envs/mscflow.yaml"

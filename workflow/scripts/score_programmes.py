@@ -9,7 +9,8 @@ from mscflow.scoring import ScoringSettings, score_library
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)
-adata = ad.read_h5ad(smk.input.h5ad)
+# backed: the kernel streams the matrix in chunks (same scores as in memory, to the bit)
+adata = ad.read_h5ad(smk.input.h5ad, backed="r")
 settings = ScoringSettings.from_config(smk.params.scoring)
 scores, markers = score_library(adata, read_library(smk.input.library), settings,
                                 random_state=smk.params.seed, n_threads=smk.threads)
