@@ -240,16 +240,16 @@ def pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> None:
     from scipy import sparse
 
     genes = adata.var["highly_variable"].to_numpy()
-    x = sparse.csr_matrix(adata.X[:, genes], dtype=np.float32, copy=True)
+    x = sparse.csr_matrix(adata.X[:, genes], dtype=np.float32)  # a new matrix already
     n = x.shape[0]
     mean = np.asarray(x.mean(axis=0), dtype=np.float64).ravel()
     sq = np.asarray(x.multiply(x).mean(axis=0), dtype=np.float64).ravel()
     sd = np.sqrt(np.maximum(sq - mean**2, 0) * n / max(n - 1, 1))
     sd[sd == 0] = 1.0
+    caps = np.full(len(sd), np.inf, dtype=np.float32)
     if settings.scale_max_value is not None:
-        cap = (mean + settings.scale_max_value * sd)[x.indices]
-        np.minimum(x.data, cap.astype(np.float32), out=x.data)
-    _scale_columns_reversing_rows(x, (1 / sd).astype(np.float32))
+        caps = (mean + settings.scale_max_value * sd).astype(np.float32)
+    _scale_columns_reversing_rows(x, (1 / sd).astype(np.float32), caps)
     scaled = ad.AnnData(x)
     sc.pp.pca(scaled, n_comps=n_pcs, svd_solver=settings.pca_solver,
               random_state=settings.random_state)
@@ -263,24 +263,30 @@ def pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> None:
     adata.varm["PCs"] = loadings
 
 
-def _scale_columns_reversing_rows(x, factors: np.ndarray) -> None:
-    """Multiply the columns of CSR ``x`` by ``factors`` in place, each row's stored values
-    left in reverse order.
+def _scale_columns_reversing_rows(x, factors: np.ndarray, caps: np.ndarray | None = None
+                                  ) -> None:
+    """Cap the values of CSR ``x`` at ``caps`` and multiply them by ``factors`` (both per
+    column), in place; each row's stored values are left in reverse order.
 
-    The scaling used to be the product ``x @ diags(factors)``, a second copy of the HVG
-    matrix. scipy's sparse product writes each row's values in reverse order and the arpack
-    PCA sums them in the order stored, so this in-place version keeps that order: the PCA,
-    and every result after it, stays the same to the bit.
+    This used to be ``np.minimum(x.data, caps[x.indices])`` and the product
+    ``x @ diags(factors)``: two more copies of the HVG matrix. scipy's sparse product writes
+    each row's values in reverse order and the arpack PCA sums them in the order stored, so
+    the in-place version keeps that order: the PCA, and every result after it, stays the
+    same to the bit.
     """
-    _scale_and_reverse_rows(x.indptr, x.indices, x.data, factors.astype(x.dtype))
+    if caps is None:
+        caps = np.full(x.shape[1], np.inf, dtype=x.dtype)
+    _cap_scale_and_reverse_rows(x.indptr, x.indices, x.data, caps.astype(x.dtype),
+                                factors.astype(x.dtype))
     x.has_sorted_indices = False
 
 
 @numba.njit(cache=True)
-def _scale_and_reverse_rows(indptr, indices, data, factors):  # pragma: no cover (compiled)
+def _cap_scale_and_reverse_rows(indptr, indices, data, caps, factors):  # pragma: no cover
     for row in range(indptr.size - 1):
         for j in range(indptr[row], indptr[row + 1]):
-            data[j] *= factors[indices[j]]
+            value = min(data[j], caps[indices[j]])
+            data[j] = value * factors[indices[j]]
         left, right = indptr[row], indptr[row + 1] - 1
         while left < right:
             indices[left], indices[right] = indices[right], indices[left]
