@@ -132,6 +132,16 @@ def test_markers_by_gene_blocks_are_scanpys_rank_genes_groups_to_the_bit(
                                   expected.rename(columns={"names": "gene"}), check_exact=True)
 
 
+def test_column_means_are_scipys_to_the_bit() -> None:
+    from mscflow.cluster import _column_means_float32
+
+    x = sparse.random(5000, 60, density=0.2, format="csr", dtype=np.float32, random_state=3)
+    x.data = np.log1p(x.data * 50).astype(np.float32)
+    mean, sq = _column_means_float32(x)
+    assert np.array_equal(mean, np.asarray(x.mean(axis=0), dtype=np.float64).ravel())
+    assert np.array_equal(sq, np.asarray(x.multiply(x).mean(axis=0), dtype=np.float64).ravel())
+
+
 def test_lzf_h5ad_round_trip_stays_sparse(sample_files, tmp_path: Path) -> None:
     merged = merge_sample_files(sample_files[0], keep_counts=True)
     write_h5ad_atomic(merged, tmp_path / "m.h5ad", compression="lzf")

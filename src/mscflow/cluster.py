@@ -242,8 +242,7 @@ def pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> None:
     genes = adata.var["highly_variable"].to_numpy()
     x = sparse.csr_matrix(adata.X[:, genes], dtype=np.float32)  # a new matrix already
     n = x.shape[0]
-    mean = np.asarray(x.mean(axis=0), dtype=np.float64).ravel()
-    sq = np.asarray(x.multiply(x).mean(axis=0), dtype=np.float64).ravel()
+    mean, sq = _column_means_float32(x)
     sd = np.sqrt(np.maximum(sq - mean**2, 0) * n / max(n - 1, 1))
     sd[sd == 0] = 1.0
     caps = np.full(len(sd), np.inf, dtype=np.float32)
@@ -261,6 +260,28 @@ def pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> None:
     loadings = np.zeros((adata.n_vars, n_pcs), dtype=scaled.varm["PCs"].dtype)
     loadings[genes] = scaled.varm["PCs"]
     adata.varm["PCs"] = loadings
+
+
+def _column_means_float32(x) -> tuple[np.ndarray, np.ndarray]:
+    """Column means of float32 CSR ``x`` and of its squares, as float64, computed as scipy's
+    ``x.mean(axis=0)`` and ``x.multiply(x).mean(axis=0)`` compute them (each value times
+    float32(1/n), summed in float32 over the rows in order) but without their copies of
+    the matrix: the same numbers to the bit."""
+    mean, sq = _column_means_kernel(x.indptr, x.indices, x.data, x.shape[1],
+                                    np.float32(1.0 / x.shape[0]))
+    return mean.astype(np.float64), sq.astype(np.float64)
+
+
+@numba.njit(cache=True)
+def _column_means_kernel(indptr, indices, data, n_cols, inv_n):  # pragma: no cover
+    mean = np.zeros(n_cols, dtype=np.float32)
+    sq = np.zeros(n_cols, dtype=np.float32)
+    for row in range(indptr.size - 1):
+        for j in range(indptr[row], indptr[row + 1]):
+            value = data[j]
+            mean[indices[j]] += value * inv_n
+            sq[indices[j]] += (value * value) * inv_n
+    return mean, sq
 
 
 def _scale_columns_reversing_rows(x, factors: np.ndarray, caps: np.ndarray | None = None

@@ -52,7 +52,7 @@ set), ``planted_gene_effects.tsv`` (per tissue x cell type x gene),
 from __future__ import annotations
 
 import gzip
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -548,23 +548,33 @@ def simulate_demo(
 ) -> tuple[DemoModel, list[tuple[dict, sp.csr_matrix, pd.DataFrame]]]:
     """Simulate every sample in memory: the model and, per sample, its sheet row (without
     path and format), counts and per-cell truth (with ``sample``, ``barcode``, ``batch``)."""
-    spec = spec or DemoSpec()
+    model, samples = _simulation(programme_sets, marker_sets, spec or DemoSpec())
+    return model, list(samples)
+
+
+def _simulation(programme_sets: Mapping[str, Sequence[str]],
+                marker_sets: Mapping[str, Sequence[str]], spec: DemoSpec
+                ) -> tuple[DemoModel, Iterator[tuple[dict, sp.csr_matrix, pd.DataFrame]]]:
+    """The model and an iterator simulating one sample after the other (what
+    :func:`simulate_demo` lists; the same random draws in the same order)."""
     rng = np.random.default_rng(spec.seed)
     model = DemoModel(spec, programme_sets, marker_sets, rng)
-    samples = []
-    for tissue in spec.tissues:
-        for condition in spec.conditions:
-            for rep in range(1, spec.replicates + 1):
-                sample = f"{tissue}_{condition}_{rep}"
-                batch = batch_of(spec, tissue, condition, rep)
-                counts, truth = simulate_sample(model, tissue, condition, batch, rng)
-                truth.insert(0, "batch", batch)
-                truth.insert(0, "barcode", barcodes(counts.shape[0], rng))
-                truth.insert(0, "sample", sample)
-                row = {"sample": sample, "tissue": tissue, "condition": condition,
-                       "replicate": rep, "batch": batch, "species": "mouse"}
-                samples.append((row, counts, truth))
-    return model, samples
+
+    def samples() -> Iterator[tuple[dict, sp.csr_matrix, pd.DataFrame]]:
+        for tissue in spec.tissues:
+            for condition in spec.conditions:
+                for rep in range(1, spec.replicates + 1):
+                    sample = f"{tissue}_{condition}_{rep}"
+                    batch = batch_of(spec, tissue, condition, rep)
+                    counts, truth = simulate_sample(model, tissue, condition, batch, rng)
+                    truth.insert(0, "batch", batch)
+                    truth.insert(0, "barcode", barcodes(counts.shape[0], rng))
+                    truth.insert(0, "sample", sample)
+                    row = {"sample": sample, "tissue": tissue, "condition": condition,
+                           "replicate": rep, "batch": batch, "species": "mouse"}
+                    yield row, counts, truth
+
+    return model, samples()
 
 
 def generate_demo(
@@ -584,15 +594,16 @@ def generate_demo(
     spec = spec or DemoSpec()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    model, samples = simulate_demo(programme_sets, marker_sets, spec)
-    sheet_rows = []
-    for row, counts, truth in samples:
+    model, samples = _simulation(programme_sets, marker_sets, spec)
+    sheet_rows, truths = [], []
+    for row, counts, truth in samples:  # one sample's counts in memory at a time
         fmt = spec.formats[f"{row['tissue']}_{row['condition']}"]
         target, sheet_fmt = write_sample(outdir, row["sample"], fmt, counts,
                                          truth["barcode"].tolist(), model.genes)
         sheet_rows.append({**row, "path": str(target), "format": sheet_fmt,
                            "layer": "counts" if sheet_fmt == "h5ad" else ""})
+        truths.append(truth)
     sheet = pd.DataFrame(sheet_rows)
-    write_truth(outdir, model, programme_sets, [truth for _, _, truth in samples], sheet)
+    write_truth(outdir, model, programme_sets, truths, sheet)
     sheet.to_csv(outdir / "samples.tsv", sep="\t", index=False)
     return sheet
