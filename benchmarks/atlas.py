@@ -55,15 +55,23 @@ def main() -> None:
     parser.add_argument("--whole-dag", action="store_true",
                         help="every rule (annotation, contrasts, report), not only the steps "
                              "the plain script does")
+    parser.add_argument("--tile", type=int, default=1,
+                        help="use K times the generated samples: copies 2..K of every sample "
+                             "with each count redrawn from a Poisson around it (new cells of "
+                             "the same types; faster than generating K times the samples)")
     args = parser.parse_args()
     shape = f"{args.samples}x{args.cells}x{args.genes}"
-    cells = args.samples * args.cells
-    base = OUT / f"atlas_{shape}"
+    cells = args.samples * args.cells * args.tile
     load = tuple(round(x, 1) for x in os.getloadavg())
     begin = time.perf_counter()
-    generate(base / "data", args.samples, args.cells, args.genes, args.seed)
+    generate(OUT / f"atlas_{shape}" / "data", args.samples, args.cells, args.genes, args.seed)
+    sheet_path = OUT / f"atlas_{shape}" / "data" / "samples.tsv"
+    base = OUT / f"atlas_{shape}"
+    if args.tile > 1:
+        base = OUT / f"atlas_{shape}_tile{args.tile}"
+        sheet_path = tile_samples(sheet_path, base / "data", args.tile, args.seed)
+        shape += f" x{args.tile} (tiled)"
     print(f"data: {cells:,} cells in {time.perf_counter() - begin:.0f} s", flush=True)
-    sheet_path = base / "data" / "samples.tsv"
     workdir = make_workflow_dir(base / "workflow", sheet_path,
                                 {"demo": {"outdir": "resources/demo"}})
     cfg_path = workdir / "config" / "config.yaml"
@@ -101,6 +109,41 @@ def main() -> None:
     text = "\n".join(lines)
     (base / "report.md").write_text(text + "\n")
     print(text)
+
+
+def tile_samples(sheet_path: Path, out: Path, tile: int, seed: int) -> Path:
+    """A sample sheet of ``tile`` x the samples of ``sheet_path``: the originals, and copies
+    ``_t2`` .. ``_t<tile>`` written as 10x h5 with every stored count redrawn from a Poisson
+    around it (zeros dropped; replicates renumbered after the originals'). Written once."""
+    import numpy as np
+
+    from mscflow.demo_formats import write_10x_h5
+    from mscflow.readers import read_sample
+
+    target = out / "samples.tsv"
+    if target.exists():
+        return target
+    out.mkdir(parents=True, exist_ok=True)
+    sheet = pd.read_csv(sheet_path, sep="\t", keep_default_na=False)
+    rng = np.random.default_rng(seed)
+    rows = [sheet]
+    n_reps = int(sheet["replicate"].max())
+    for k in range(2, tile + 1):
+        copies = []
+        for row in sheet.itertuples(index=False):
+            adata = read_sample(row.path, row.format, sample=row.sample, layer=row.layer or None)
+            counts = adata.X.tocsr()
+            counts.data = rng.poisson(counts.data).astype(np.float32)
+            counts.eliminate_zeros()
+            name = f"{row.sample}_t{k}"
+            path = out / f"{name}_filtered_feature_bc_matrix.h5"
+            write_10x_h5(path, counts, list(adata.obs_names), list(adata.var_names))
+            copies.append({**row._asdict(), "sample": name, "path": str(path),
+                           "format": "10x_h5", "layer": "",
+                           "replicate": row.replicate + (k - 1) * n_reps})
+        rows.append(pd.DataFrame(copies))
+    pd.concat(rows, ignore_index=True).to_csv(target, sep="\t", index=False)
+    return target
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ rule cluster:
         "benchmarks/cluster/cluster.tsv"
     threads: 2
     resources:
-        mem_mb=scaled_mem_mb(3000, 12 * H5AD_MB),
+        # the merged normalised matrix (~ the QC files' size uncompressed) plus one sample's,
+        # one block's or the HVG matrix's copy at a time (250k cells: 4.9 GB peak for 2.5 GB
+        # of uncompressed QC files)
+        mem_mb=scaled_mem_mb(2000, 6 * H5AD_MB),
         runtime=scaled_runtime(60, 0.05),
     conda:
         "../../envs/mscflow.yaml"
