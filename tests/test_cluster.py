@@ -180,23 +180,60 @@ def graph(sample_files) -> tuple[ad.AnnData, ClusterSettings]:
 
 
 @pytest.mark.slow
-def test_umap_in_its_own_process_equals_umap_in_process(graph) -> None:
-    """The workflow runs UMAP beside Leiden in a child process: same seed, same embedding."""
+@pytest.mark.parametrize("approximate_above", [200_000, 0])
+def test_umap_in_its_own_process_equals_umap_in_process(graph, approximate_above: int) -> None:
+    """The workflow runs UMAP beside Leiden in a child process: same seed, same embedding,
+    with either solver of the spectral start."""
+    import dataclasses
+
     import scanpy as sc
     from threadpoolctl import threadpool_limits
 
-    from mscflow.cluster import umap_alongside
+    from mscflow.cluster import run_umap, umap_alongside
 
     adata, settings = graph
+    settings = dataclasses.replace(settings, approximate_neighbors_above=approximate_above)
+    solver = "eigsh" if approximate_above else "lobpcg"
     with umap_alongside() as umap:
         umap.submit(adata, settings)
         umap.collect(adata)
     assert not umap.dir.exists()
     inline = adata.copy()
     with threadpool_limits(1):
-        sc.tl.umap(inline, min_dist=settings.umap_min_dist, random_state=3, maxiter=50)
+        run_umap(inline, min_dist=settings.umap_min_dist, random_state=3, maxiter=50,
+                 solver=solver)
     np.testing.assert_array_equal(adata.obsm["X_umap"], inline.obsm["X_umap"])
     assert adata.uns["umap"] == inline.uns["umap"]
+    if solver == "eigsh":  # umap-learn's own choice at this size: plain sc.tl.umap
+        plain = adata.copy()
+        with threadpool_limits(1):
+            sc.tl.umap(plain, min_dist=settings.umap_min_dist, random_state=3, maxiter=50)
+        np.testing.assert_array_equal(adata.obsm["X_umap"], plain.obsm["X_umap"])
+
+
+def test_spectral_start_by_lobpcg_finds_arpacks_eigenvectors(graph) -> None:
+    """Above approximate_neighbors_above cells UMAP starts from LOBPCG's eigenvectors of
+    the graph Laplacian: the same as ARPACK's (up to sign), without its n^1.5 memory."""
+    from scipy.sparse.csgraph import connected_components
+    from umap import spectral
+
+    from mscflow.cluster import spectral_solver, umap_spectral_solver
+
+    adata, settings = graph
+    assert spectral_solver(settings, 200_000) == "eigsh"
+    assert spectral_solver(settings, 200_001) == "lobpcg"
+    connectivities = adata.obsp["connectivities"].tocsr()
+    labels = connected_components(connectivities)[1]
+    biggest = labels == np.bincount(labels).argmax()
+    component = connectivities[biggest][:, biggest]
+    original = spectral._spectral_layout
+    arpack = spectral.spectral_layout(None, component, 2, np.random.RandomState(0))
+    with umap_spectral_solver("lobpcg"):
+        assert spectral._spectral_layout is not original
+        lobpcg = spectral.spectral_layout(None, component, 2, np.random.RandomState(0))
+    assert spectral._spectral_layout is original
+    for axis in range(2):
+        assert abs(np.corrcoef(arpack[:, axis], lobpcg[:, axis])[0, 1]) > 0.99
 
 
 @pytest.mark.slow

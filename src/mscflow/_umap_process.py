@@ -15,8 +15,9 @@ import sys
 
 import anndata as ad
 import numpy as np
-import scanpy as sc
 from scipy import sparse
+
+from mscflow.cluster import run_umap
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -43,8 +44,8 @@ def run(inp: str, out: str) -> None:
     adata.obsp["connectivities"] = graph
     adata.uns["neighbors"] = {"connectivities_key": "connectivities",
                               "distances_key": "distances", "params": settings["params"]}
-    sc.tl.umap(adata, min_dist=settings["min_dist"], random_state=settings["random_state"],
-               maxiter=settings["maxiter"])
+    run_umap(adata, min_dist=settings["min_dist"], random_state=settings["random_state"],
+             maxiter=settings["maxiter"], solver=settings["solver"])
     params = {k: np.asarray(v).item() for k, v in adata.uns["umap"]["params"].items()}
     np.savez(out, X_umap=adata.obsm["X_umap"], params=json.dumps(params))
 
