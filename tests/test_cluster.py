@@ -64,6 +64,18 @@ def test_merge_sample_files_equals_merge_samples(sample_files) -> None:
     assert merged.obs["sample"].dtype == "category"
 
 
+@pytest.mark.parametrize("n_samples", [1, 2])
+def test_merge_takes_paths_as_strings_as_snakemake_gives_them(sample_files, n_samples) -> None:
+    """One sample (a real single-channel run) or several, named by str paths."""
+    paths = [str(p) for p in sample_files[0][:n_samples]]
+    merged = merge_sample_files(paths)
+    reference = merge_samples([ad.read_h5ad(p) for p in paths])
+    assert (merged.X != reference.X).nnz == 0
+    assert list(merged.obs_names) == list(reference.obs_names)
+    assert list(merged.obs.columns) == list(reference.obs.columns)
+    assert merged.obs["sample"].dtype == "category"
+
+
 def test_merge_skips_empty_samples_and_names_none_left(sample_files, tmp_path: Path) -> None:
     paths, _ = sample_files
     empty = ad.read_h5ad(paths[0])[:0].copy()

@@ -335,8 +335,8 @@ def test_every_rule_asks_for_memory_and_time_that_grow_with_attempt():
 
 
 def test_workflow_through_slurm_matches_local_and_retries_memory_kill(slurm, tmp_path):
-    # Attempt 1 asks for 256 + 200 = 456 MB while the job step holds ~180 MB (snakemake)
-    # + 500 MB: SLURM kills it. Attempt 2 asks for 912 MB and passes.
+    # Attempt 1 asks for 400 + 200 = 600 MB while the job step holds 180-380 MB (snakemake)
+    # + 500 MB: SLURM kills it. Attempt 2 asks for 1,200 MB and passes.
     config = ["--config", "hog_mb=500", "hog_base_mb=200"]
     local_dir = _test_workflow(tmp_path / "local")
     local, local_s = _snakemake(local_dir, "--cores", "2", *config)
@@ -386,7 +386,7 @@ def test_workflow_through_slurm_matches_local_and_retries_memory_kill(slurm, tmp
     hog = sorted(
         (r for r in records.values() if r["Comment"] == "rule_hog"), key=lambda r: int(r["JobID"])
     )
-    assert [r["ReqMem"] for r in hog] == ["456M", "912M"], hog
+    assert [r["ReqMem"] for r in hog] == ["600M", "1200M"], hog
     assert hog[0]["State"] in ("FAILED", "OUT_OF_MEMORY"), hog
     assert hog[1]["State"] == "COMPLETED", hog
     first_log = Path(next(s["log"] for s in submitted if s["slurm"] == hog[0]["JobID"]))
@@ -545,10 +545,10 @@ def test_generic_profile_through_slurm_retries_memory_kill(slurm, tmp_path, monk
     assert len(ids) == 6, out  # 3 x item, summary, hog twice
     records = _sacct_settled(ids)
     hog = sorted(
-        (r for r in records.values() if r["ReqMem"] in ("456M", "912M")),
+        (r for r in records.values() if r["ReqMem"] in ("600M", "1200M")),
         key=lambda r: int(r["JobID"]),
     )
-    assert [(r["ReqMem"], r["State"]) for r in hog] == [("456M", "FAILED"), ("912M", "COMPLETED")]
+    assert [(r["ReqMem"], r["State"]) for r in hog] == [("600M", "FAILED"), ("1200M", "COMPLETED")]
     assert sum(r["State"] == "COMPLETED" for r in records.values()) == 5, records
     killed_log = workdir / "logs" / "cluster" / f"hog-{hog[0]['JobID']}.log"
     assert "exceeded memory limit" in killed_log.read_text()

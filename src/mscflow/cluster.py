@@ -119,10 +119,14 @@ def merge_sample_files(paths: Sequence[str | Path], keep_counts: bool = False) -
     kept = [path for path, shape in shapes.items() if shape[0] > 0]
     if not kept:
         raise ValueError("no sample has cells left after QC; nothing to cluster")
-    with tempfile.TemporaryDirectory(prefix="mscflow-merge-") as folder:
-        merged_path = Path(folder) / "merged.h5ad"
-        concat_on_disk(kept, merged_path, join="inner", merge="same")
-        merged = ad.read_h5ad(merged_path)
+    if len(kept) == 1:  # concat_on_disk would copy the file whole (uns, obsm and all)
+        merged = ad.concat([ad.read_h5ad(kept[0])], join="inner", merge="same")
+    else:
+        with tempfile.TemporaryDirectory(prefix="mscflow-merge-") as folder:
+            merged_path = Path(folder) / "merged.h5ad"
+            concat_on_disk([Path(path) for path in kept], merged_path, join="inner",
+                           merge="same")
+            merged = ad.read_h5ad(merged_path)
     n_genes = [shapes[path][1] for path in kept]
     if merged.n_vars < max(n_genes):
         log.warning("merged on %d shared genes (samples had %s)", merged.n_vars, n_genes)

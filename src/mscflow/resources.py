@@ -24,8 +24,9 @@ import math
 import os
 
 # Resident memory of the `python -m snakemake` job-step process inside each job, in MB, with
-# headroom (measured: ~180 MB).
-SNAKEMAKE_JOBSTEP_MB = 256
+# headroom: sacct's MaxRSS ~180 MB, but SLURM's per-second samples reached 380 MB under load
+# (2026-12-01: a 357 MB job running a trivial `run:` block was killed for memory).
+SNAKEMAKE_JOBSTEP_MB = 400
 
 
 def _input_size_mb(input):
