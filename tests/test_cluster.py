@@ -327,3 +327,50 @@ def test_auto_search_is_exact_below_the_threshold_and_approximate_above() -> Non
     assert k == 14 and sum(found) / truth[:, :k].size >= 0.95
     _, again = graph(neighbors_method="auto", approximate_neighbors_above=3999)
     assert (again != approx).nnz == 0
+
+
+def test_blocked_randomized_pca_matches_exact_pca(sample_files, monkeypatch) -> None:
+    """The randomised PCA on blocks of cells (pca_solver randomized_blocks) finds the
+    components of an exact SVD of the scaled, capped, centred HVG matrix."""
+    import mscflow.blocked_pca as blocked
+    from mscflow.hvg import highly_variable_genes
+
+    monkeypatch.setattr(blocked, "BLOCK_CELLS", 333)  # many blocks, the last one short
+    adata = merge_sample_files(sample_files[0])
+    normalise(adata, 1e4)
+    highly_variable_genes(adata, 300, batch_key="sample")
+    genes = np.flatnonzero(adata.var["highly_variable"])
+    scores, loadings, variance, ratio = blocked.randomized_pca(
+        adata.X, genes, 20, zscore=True, max_value=10, random_state=0)
+    dense = adata.X[:, genes].toarray().astype(np.float64)
+    mean, sd = dense.mean(axis=0), dense.std(axis=0, ddof=1)
+    sd[sd == 0] = 1
+    scaled = np.minimum(dense, mean + 10 * sd) / sd
+    scaled -= scaled.mean(axis=0)
+    u, s, vt = np.linalg.svd(scaled, full_matrices=False)
+    exact_variance = s[:20] ** 2 / (adata.n_obs - 1)
+    total = (s**2 / (adata.n_obs - 1)).sum()
+    # the planted structure's three components exactly; the flat noise tail from below
+    # (a projection never adds variance), within 10 %
+    np.testing.assert_allclose(variance[:3], exact_variance[:3], rtol=1e-4)
+    np.testing.assert_allclose(ratio[:3], exact_variance[:3] / total, rtol=1e-4)
+    assert (variance <= exact_variance * (1 + 1e-9)).all()
+    assert (variance >= 0.9 * exact_variance).all()
+    for k in range(3):  # same components up to sign
+        assert abs(np.corrcoef(scores[:, k], u[:, k] * s[k])[0, 1]) > 0.9999
+        assert abs(loadings[np.abs(loadings[:, k]).argmax(), k]) == np.abs(loadings[:, k]).max()
+        assert loadings[np.abs(loadings[:, k]).argmax(), k] > 0
+
+
+def test_blocked_pca_in_the_clustering_finds_the_planted_groups(sample_files) -> None:
+    paths, truth = sample_files
+    adata = merge_sample_files(paths)
+    normalise(adata, 1e4)
+    settings = ClusterSettings.from_config(
+        {"n_top_genes": 300, "resolutions": [0.2], "default_resolution": 0.2,
+         "pca_solver": "randomized_blocks"}, n_jobs=2, random_state=0, batch_key="sample")
+    embed_and_cluster(adata, settings)
+    assert adjusted_rand_score(truth, adata.obs[leiden_key(0.2)]) > 0.95
+    assert adata.uns["pca"]["params"]["svd_solver"] == "randomized_blocks"
+    assert adata.varm["PCs"].shape == (adata.n_vars, adata.obsm["X_pca"].shape[1])
+    assert (adata.varm["PCs"][~adata.var["highly_variable"].to_numpy()] == 0).all()

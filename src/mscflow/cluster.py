@@ -279,6 +279,9 @@ def pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> None:
     Harmony where batches differ in sequencing depth (on the demo, iLISI 0.85 instead of
     0.72 with 30 PCs).
     """
+    if settings.pca_solver == "randomized_blocks":
+        blocked_pca(adata, settings, n_pcs)
+        return
     if not settings.scale:
         sc.pp.pca(adata, n_comps=n_pcs, mask_var="highly_variable",
                   svd_solver=settings.pca_solver, random_state=settings.random_state)
@@ -306,6 +309,27 @@ def pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> None:
     loadings = np.zeros((adata.n_vars, n_pcs), dtype=scaled.varm["PCs"].dtype)
     loadings[genes] = scaled.varm["PCs"]
     adata.varm["PCs"] = loadings
+
+
+def blocked_pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> None:
+    """:func:`pca` by :func:`mscflow.blocked_pca.randomized_pca` (``pca_solver``
+    "randomized_blocks"): the same scaling, no copy of the HVG matrix; same keys as
+    :func:`pca` writes."""
+    from mscflow.blocked_pca import randomized_pca
+
+    genes = np.flatnonzero(adata.var["highly_variable"].to_numpy())
+    scores, loadings, variance, ratio = randomized_pca(
+        adata.X, genes, n_pcs, zscore=settings.scale, max_value=settings.scale_max_value,
+        random_state=settings.random_state)
+    adata.obsm["X_pca"] = scores
+    adata.uns["pca"] = {"params": {"zero_center": True, "mask_var": "highly_variable",
+                                   "svd_solver": "randomized_blocks",
+                                   "scaled": bool(settings.scale),
+                                   "max_value": settings.scale_max_value or 0},
+                        "variance": variance, "variance_ratio": ratio}
+    full = np.zeros((adata.n_vars, n_pcs), dtype=np.float32)
+    full[genes] = loadings
+    adata.varm["PCs"] = full
 
 
 def _column_means_float32(x) -> tuple[np.ndarray, np.ndarray]:
