@@ -76,6 +76,16 @@ def column_moments(x: sparse.csr_matrix, genes: np.ndarray, caps: np.ndarray | N
     return mean, np.maximum(squares / n - mean**2, 0) * n / max(n - 1, 1)
 
 
+def zscore_caps(mean: np.ndarray, var: np.ndarray, max_value: float | None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per gene: the sd the PCA divides by (constant genes: 1) and the cap on its values
+    (mean + ``max_value`` x sd; infinite without ``max_value``)."""
+    sd = np.sqrt(var)
+    sd[sd == 0] = 1.0
+    caps = np.full(len(sd), np.inf) if max_value is None else mean + max_value * sd
+    return sd, caps
+
+
 def randomized_pca(x: sparse.csr_matrix, genes: np.ndarray, n_comps: int, *,
                    zscore: bool, max_value: float | None, random_state: int,
                    n_oversamples: int = 10, n_iter: int = 7
@@ -91,12 +101,8 @@ def randomized_pca(x: sparse.csr_matrix, genes: np.ndarray, n_comps: int, *,
     n_genes = len(genes)
     caps, scale = np.full(n_genes, np.inf), np.ones(n_genes)
     if zscore:
-        mean, var = column_moments(x, genes)
-        sd = np.sqrt(var)
-        sd[sd == 0] = 1.0
+        sd, caps = zscore_caps(*column_moments(x, genes), max_value)
         scale = 1 / sd
-        if max_value is not None:
-            caps = mean + max_value * sd
     means, variances = column_moments(x, genes, caps, scale)
     matrix = ScaledHvgMatrix(x, genes, caps, scale, means)
     rng = np.random.default_rng(random_state)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 
+from mscflow.blocked_pca import zscore_caps
 from mscflow.config import Settings, runtime_field, settings_section
 from mscflow.hvg import highly_variable_genes
 from mscflow.integration import IntegrationSettings, check_method_available, integrate
@@ -292,23 +293,28 @@ def pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> None:
     x = sparse.csr_matrix(adata.X[:, genes], dtype=np.float32)  # a new matrix already
     n = x.shape[0]
     mean, sq = _column_means_float32(x)
-    sd = np.sqrt(np.maximum(sq - mean**2, 0) * n / max(n - 1, 1))
-    sd[sd == 0] = 1.0
-    caps = np.full(len(sd), np.inf, dtype=np.float32)
-    if settings.scale_max_value is not None:
-        caps = (mean + settings.scale_max_value * sd).astype(np.float32)
-    _scale_columns_reversing_rows(x, (1 / sd).astype(np.float32), caps)
+    sd, caps = zscore_caps(mean, np.maximum(sq - mean**2, 0) * n / max(n - 1, 1),
+                           settings.scale_max_value)
+    _scale_columns_reversing_rows(x, (1 / sd).astype(np.float32), caps.astype(np.float32))
     scaled = ad.AnnData(x)
     sc.pp.pca(scaled, n_comps=n_pcs, svd_solver=settings.pca_solver,
               random_state=settings.random_state)
-    adata.obsm["X_pca"] = scaled.obsm["X_pca"]
-    adata.uns["pca"] = {**scaled.uns["pca"],
-                        "params": {**scaled.uns["pca"]["params"], "mask_var": "highly_variable",
-                                   "scaled": True,
-                                   "max_value": settings.scale_max_value or 0}}
-    loadings = np.zeros((adata.n_vars, n_pcs), dtype=scaled.varm["PCs"].dtype)
-    loadings[genes] = scaled.varm["PCs"]
-    adata.varm["PCs"] = loadings
+    _store_pca(adata, genes, scaled.obsm["X_pca"], scaled.varm["PCs"], scaled.uns["pca"],
+               settings)
+
+
+def _store_pca(adata: ad.AnnData, genes: np.ndarray, scores: np.ndarray,
+               loadings: np.ndarray, uns: dict, settings: ClusterSettings) -> None:
+    """Write a PCA of the HVG columns ``genes`` (mask or indices) into ``adata`` as scanpy
+    does: ``obsm["X_pca"]``, ``uns["pca"]`` (with the scaling in its params) and
+    ``varm["PCs"]`` (zero for the other genes)."""
+    adata.obsm["X_pca"] = scores
+    adata.uns["pca"] = {**uns, "params": {**uns["params"], "mask_var": "highly_variable",
+                                          "scaled": bool(settings.scale),
+                                          "max_value": settings.scale_max_value or 0}}
+    full = np.zeros((adata.n_vars, loadings.shape[1]), dtype=loadings.dtype)
+    full[genes] = loadings
+    adata.varm["PCs"] = full
 
 
 def blocked_pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> None:
@@ -321,15 +327,9 @@ def blocked_pca(adata: ad.AnnData, settings: ClusterSettings, n_pcs: int) -> Non
     scores, loadings, variance, ratio = randomized_pca(
         adata.X, genes, n_pcs, zscore=settings.scale, max_value=settings.scale_max_value,
         random_state=settings.random_state)
-    adata.obsm["X_pca"] = scores
-    adata.uns["pca"] = {"params": {"zero_center": True, "mask_var": "highly_variable",
-                                   "svd_solver": "randomized_blocks",
-                                   "scaled": bool(settings.scale),
-                                   "max_value": settings.scale_max_value or 0},
-                        "variance": variance, "variance_ratio": ratio}
-    full = np.zeros((adata.n_vars, n_pcs), dtype=np.float32)
-    full[genes] = loadings
-    adata.varm["PCs"] = full
+    _store_pca(adata, genes, scores, loadings.astype(np.float32),
+               {"params": {"zero_center": True, "svd_solver": "randomized_blocks"},
+                "variance": variance, "variance_ratio": ratio}, settings)
 
 
 def _column_means_float32(x) -> tuple[np.ndarray, np.ndarray]:
