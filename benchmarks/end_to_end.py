@@ -41,7 +41,9 @@ PROGRAMMES = REPO / "resources" / "genesets" / "programmes_mouse.gmt"
 MARKERS = REPO / "resources" / "genesets" / "celltype_markers_mouse.gmt"
 # Workflow rules doing the steps of the plain script (the rest: annotation, plots, report).
 SAME_STEPS = {"qc_sample": "QC + doublets (per sample)", "cluster": "merge .. UMAP + markers",
-              "score_programmes": "gene-set scores"}
+              "scoring_gene_stats": "gene-set scores: gene statistics of all cells",
+              "score_sample": "gene-set scores (per sample)",
+              "gather_scores": "gene-set scores: one table"}
 
 
 def peak_rss_mb() -> float:
@@ -98,16 +100,23 @@ def run_workflow(workdir: Path, cores: int, targets: list[str]) -> float:
     return wall
 
 
+def _rule_of(benchmark: Path) -> str:
+    """The rule of a benchmark file: ``<stage>/<rule>/<wildcards>.tsv`` (per-sample rules),
+    ``<stage>/<rule>.tsv``, and QC's ``qc/<sample>.tsv``."""
+    if len(benchmark.parts) == 3:
+        return benchmark.parts[1]
+    if benchmark.parts[0] == "qc" and benchmark.stem not in ("qc_summary", "doublet_clusters"):
+        return "qc_sample"
+    return benchmark.stem
+
+
 def workflow_benchmarks(workdir: Path) -> pd.DataFrame:
     """One row per job from Snakemake's benchmark files: rule, wall s, peak RSS MB."""
     rows = []
     for path in sorted((workdir / "benchmarks").rglob("*.tsv")):
         table = pd.read_csv(path, sep="\t")
         rel = path.relative_to(workdir / "benchmarks")
-        rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        rule = {"qc": "qc_sample" if rel.stem != "qc_summary" else "qc_summary",
-                "cluster": "cluster", "scores": "score_programmes"}.get(rule, rel.stem)
-        rows.append({"rule": rule, "job": str(rel), "s": float(table["s"].iloc[0]),
+        rows.append({"rule": _rule_of(rel), "job": str(rel), "s": float(table["s"].iloc[0]),
                      "max_rss_mb": float(pd.to_numeric(table["max_rss"], errors="coerce")
                                          .fillna(0).iloc[0])})
     return pd.DataFrame(rows)

@@ -201,3 +201,25 @@ def test_dotplot_on_real_labels(tm_lung):
     marco = dot[(dot["gene"] == "Marco") & (dot["set"] == "alveolar_macrophage")]
     best = marco.sort_values("mean_expression").iloc[-1]
     assert best["group"] == "alveolar_macrophage" and best["fraction_expressing"] > 0.5
+
+
+def test_group_expression_of_parts_adds_up_to_the_whole(tmp_path: Path):
+    """Per-sample sums (saved and loaded as the workflow passes them) combine to the sums of
+    all cells, so the clusters' top genes and the dot plot come out as from one matrix."""
+    adata = _toy_adata()
+    groups = an.cluster_groups(adata.obs, "clus")
+    whole = an.GroupExpression.from_matrix(adata.X, groups)
+    for i, (a, b) in enumerate([(0, 7), (7, 25), (25, 40)]):
+        an.GroupExpression.from_matrix(adata.X[a:b], groups.iloc[a:b]).save(
+            tmp_path / f"{i}.npz")
+    parts = [an.GroupExpression.load(tmp_path / f"{i}.npz") for i in range(3)]
+    combined = an.GroupExpression.combine(parts)
+    assert combined.groups.tolist() == whole.groups.tolist() == ["0|liver", "0|lung", "1|lung"]
+    np.testing.assert_array_equal(combined.sizes, whole.sizes)
+    np.testing.assert_allclose(combined.sums, whole.sums, rtol=1e-12)
+    np.testing.assert_array_equal(combined.expressing, whole.expressing)
+    assert an.top_genes(combined, adata.var_names) == an.top_genes(whole, adata.var_names)
+    coarse = whole.regroup({"0|liver": "t", "0|lung": "t", "1|lung": "b"})
+    assert coarse.groups.tolist() == ["b", "t"] and coarse.sizes.tolist() == [20, 20]
+    with pytest.raises(ValueError, match="no group expression"):
+        an.GroupExpression.combine([])

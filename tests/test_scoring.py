@@ -383,3 +383,50 @@ def test_precomputed_gene_means_give_identical_scores(dense: bool) -> None:
         score_gene_sets(x, sets, "scanpy", gene_means=means[:-1], **kw)
     with pytest.raises(ValueError, match="only applies to method='scanpy'"):
         score_gene_sets(x, sets, "mean", gene_means=means, **kw)
+
+
+@pytest.mark.parametrize("method", ["scanpy", "aucell", "mean", "zscore"])
+def test_rows_scored_with_the_whole_matrix_stats_equal_the_whole_scores(method: str,
+                                                                         tmp_path) -> None:
+    """Per-sample jobs: parts of the rows, scored with the statistics of all rows (saved and
+    loaded as the workflow passes them), give the one-call scores to the bit."""
+    from mscflow.scoring import GeneStats, gene_stats_for
+
+    x = make_matrix(seed=8)
+    sets, kw = make_sets(8), {"var_names": gene_names()}
+    whole = score_gene_sets(x, sets, method, **kw)
+    gene_stats_for(x, method, **kw).save(tmp_path / "stats.npz")
+    stats = GeneStats.load(tmp_path / "stats.npz")
+    parts = [score_gene_sets(x[a:b], sets, method, gene_stats=stats, **kw)
+             for a, b in [(0, 120), (120, 121), (121, N_CELLS)]]
+    np.testing.assert_array_equal(np.vstack([p.to_numpy() for p in parts]), whole.to_numpy())
+
+
+def test_gene_stats_must_fit_the_method_and_genes() -> None:
+    from mscflow.scoring import gene_stats_for
+
+    x = make_matrix(seed=9)
+    sets, kw = make_sets(9), {"var_names": gene_names()}
+    sums_only = gene_stats_for(x, "scanpy", **kw)
+    for method, lacking in (("zscore", "sums64"), ("aucell", "nnz")):
+        with pytest.raises(ValueError, match=f"gene_stats lack.*{lacking}"):
+            score_gene_sets(x, sets, method, gene_stats=sums_only, **kw)
+    with pytest.raises(ValueError, match="gene_stats lack"):
+        score_gene_sets(x[:, :-1], sets, "mean", gene_stats=sums_only,
+                        var_names=gene_names()[:-1])
+    with pytest.raises(ValueError, match="not both"):
+        score_gene_sets(x, sets, "scanpy", gene_stats=sums_only,
+                        gene_means=sums_only.sums / N_CELLS, **kw)
+
+
+def test_combine_sample_scores_orders_and_checks_cells() -> None:
+    from mscflow.scoring import combine_sample_scores
+
+    a = pd.DataFrame({"s": [1.0, 2.0]}, index=["c1", "c3"])
+    b = pd.DataFrame({"s": [3.0]}, index=["c2"])
+    cells = pd.Index(["c1", "c2", "c3"])
+    assert combine_sample_scores([a, b], cells)["s"].tolist() == [1.0, 3.0, 2.0]
+    with pytest.raises(ValueError, match="1 cells of the merged object have no score"):
+        combine_sample_scores([a], cells)
+    with pytest.raises(ValueError, match="more than one sample"):
+        combine_sample_scores([a, b, b], cells)

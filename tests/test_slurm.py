@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import re
 import shutil
@@ -318,6 +319,33 @@ def test_largest_input_share_asks_for_the_largest_file_read_one_at_a_time(tmp_pa
     assert mem(None, inputs, 1) == ns["SNAKEMAKE_JOBSTEP_MB"] + 1000 + 80
 
 
+def test_sample_share_follows_the_sample_cells_and_inputs_share_the_named_inputs(tmp_path):
+    """Per-sample jobs read one sample's rows of the merged h5ad: their requests follow its
+    cells over all cells (read once per file version); a gather job's follow the tables."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    from snakemake.iocontainers import InputFiles, Wildcards
+
+    ns = _resources_namespace()
+    obs = pd.DataFrame({"sample": pd.Categorical(["a"] * 30 + ["b"] * 10 + ["a"] * 20)},
+                       index=[f"c{i}" for i in range(60)])
+    merged = tmp_path / "merged.h5ad"
+    ad.AnnData(np.zeros((60, 2), dtype=np.float32), obs=obs).write_h5ad(merged)
+    table = tmp_path / "a.parquet"
+    table.write_bytes(b"\0" * (2 * 1024**2))
+    inputs = InputFiles([str(merged), str(table)])
+    inputs._set_name("h5ad", 0)
+    inputs._set_name("tables", 1, end=2)
+    share = ns["sample_share"]()
+    assert share(Wildcards(fromdict={"sample": "a"}), inputs) == pytest.approx(50 / 60)
+    assert share(Wildcards(fromdict={"sample": "b"}), inputs) == pytest.approx(10 / 60)
+    assert share(Wildcards(fromdict={"sample": "gone"}), inputs) == 0
+    total = merged.stat().st_size + table.stat().st_size
+    assert ns["inputs_share"]("tables")(None, inputs) == pytest.approx(
+        table.stat().st_size / total)
+
+
 def test_every_rule_asks_for_memory_and_time_that_grow_with_attempt():
     """A job killed for memory or time is retried (profiles: retries) with more of both."""
     rules = Path(__file__).resolve().parents[1] / "workflow" / "rules"
@@ -567,6 +595,35 @@ SLURM_DEMO_TARGETS = ("results/qc/qc_summary.tsv", "results/contrasts/score_shif
                       "results/contrasts/composition.tsv", "results/contrasts/pseudobulk_de.tsv")
 
 
+def _assert_sample_jobs_follow_their_cells(workdir: Path, records: dict) -> None:
+    """Every per-sample scoring and annotation job was submitted with the memory of its
+    sample's share of the merged file: attempt 1 x (job-step overhead + base + factor x
+    MB of the inputs x the sample's cells / all cells)."""
+    import anndata as ad
+    import yaml
+
+    from mscflow.config import validate_config
+    from mscflow.resources import SNAKEMAKE_JOBSTEP_MB
+
+    cfg = validate_config(yaml.safe_load((workdir / "config/config.yaml").read_text()))
+    h5ad_mb = 1.0 if cfg["h5ad_compression"] == "gzip" else 0.25
+    clustered = workdir / "results/cluster/clustered.h5ad"
+    cells = ad.read_h5ad(clustered, backed="r").obs["sample"].astype(str).value_counts()
+    inputs = {"score_sample": [clustered, workdir / "results/genesets/library.json",
+                               workdir / "results/scores/gene_stats.npz"],
+              "annotate_sample": [clustered]}
+    base_factor = {"score_sample": (1200, 3), "annotate_sample": (1200, 4)}
+    by_comment = {r["Comment"]: r for r in records.values()}
+    for rule, paths in inputs.items():
+        size_mb = sum(p.stat().st_size for p in paths) / 1024**2
+        base, factor = base_factor[rule]
+        for sample, n in cells.items():
+            share = n / cells.sum()
+            expected = math.ceil(SNAKEMAKE_JOBSTEP_MB + base + factor * h5ad_mb * size_mb * share)
+            record = by_comment[f"rule_{rule}_wildcards_{sample}"]
+            assert record["ReqMem"] == f"{expected}M", (rule, sample, record)
+
+
 @pytest.mark.slow
 def test_demo_through_slurm(slurm, demo_run, tmp_path):
     """The demo's core path through SLURM equals the local demo run of the session (same
@@ -587,6 +644,8 @@ def test_demo_through_slurm(slurm, demo_run, tmp_path):
     records = _sacct_settled(submitted)
     assert sorted(records) == sorted(submitted), records
     assert all(r["State"] == "COMPLETED" for r in records.values()), records
+
+    _assert_sample_jobs_follow_their_cells(slurm_dir, records)
 
     local_results, slurm_results = _tree(local_dir / "results"), _tree(slurm_dir / "results")
     assert all(target.removeprefix("results/") in slurm_results for target in SLURM_DEMO_TARGETS)

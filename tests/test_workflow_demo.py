@@ -76,6 +76,43 @@ def test_outputs_complete_and_second_run_has_nothing_to_do(demo_run: Path) -> No
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
+def test_per_sample_jobs_give_the_single_job_results(demo_run: Path, tmp_path: Path) -> None:
+    """Scoring and annotation run as per-sample jobs and a gather; one job over every cell
+    of the clustered object (the stage functions in memory) gives the same tables."""
+    import yaml
+
+    from mscflow.annotate import AnnotationSettings, annotate_stage
+    from mscflow.config import validate_config
+    from mscflow.genesets import read_library
+    from mscflow.io import write_table_atomic
+    from mscflow.scoring import ScoringSettings, score_library
+
+    cfg = validate_config(yaml.safe_load((demo_run / "config/config.yaml").read_text()))
+    clustered = ad.read_h5ad(demo_run / "results/cluster/clustered.h5ad")
+    library = read_library(demo_run / "results/genesets/library.json")
+    scores, markers = score_library(clustered, library,
+                                    ScoringSettings.from_config(cfg["scoring"]),
+                                    random_state=cfg["seed"])
+    for table, name in ((scores, "scores"), (markers, "marker_scores")):
+        gathered = pd.read_parquet(demo_run / f"results/scores/{name}.parquet")
+        pd.testing.assert_frame_equal(gathered, table, check_names=False)
+    key = f"leiden_{float(cfg['cluster']['default_resolution']):g}"
+    cells, clusters, _ = annotate_stage(
+        clustered, library.marker_sets(), markers, scores,
+        AnnotationSettings.from_config(cfg["annotation"]), cluster_key=key,
+        dropped_markers=library.dropped_sets("marker"))
+    cells.index.name = "cell"
+    write_table_atomic(cells, tmp_path / "cell_types.tsv.gz", index=True)
+    write_table_atomic(clusters, tmp_path / "clusters.tsv")
+    for name in ("cell_types.tsv.gz", "clusters.tsv"):
+        assert (tmp_path / name).read_bytes() == (
+            demo_run / "results/annotate" / name).read_bytes(), name
+    final = ad.read_h5ad(demo_run / "results/annotate/annotated.h5ad")
+    assert (final.X != clustered.X).nnz == 0
+    pd.testing.assert_frame_equal(final.obs[clustered.obs.columns], clustered.obs)
+    assert final.obs["cell_type"].astype(str).equals(cells["cell_type"].astype(str))
+
+
 def _digest_tables(run: Path) -> dict[str, str]:
     """Hashes of every table, and of the final obs/embeddings (h5ad bytes carry no meaning)."""
     digests = {}

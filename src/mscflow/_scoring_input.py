@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numba
@@ -23,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from mscflow import _scoring_kernels as K
+from mscflow.io import write_npz_atomic
 
 _RAW_COUNT_MAX = 20.0  # integer-valued data with a larger max looks like raw counts
 _DEFAULT_CHUNK_NNZ = 20_000_000  # target stored entries per streamed chunk
@@ -270,6 +272,32 @@ class GeneStats:
     n_obs: int
     vmax: float  # largest finite value in a row sample
     integer_valued: bool  # sampled values all integers
+
+    def save(self, path: str | Path) -> None:
+        """Write the statistics to an ``.npz`` file (through a temporary file renamed into
+        place), e.g. once for all cells before per-sample scoring jobs."""
+        write_npz_atomic(path, sums=self.sums, sums64=self.sums64, sumsq64=self.sumsq64,
+                         nnz=self.nnz, n_obs=self.n_obs, vmax=self.vmax,
+                         integer_valued=self.integer_valued)
+
+    @classmethod
+    def load(cls, path: str | Path) -> GeneStats:
+        """Read statistics written by :meth:`save`."""
+        with np.load(path) as f:
+            return cls(f["sums"], f["sums64"], f["sumsq64"], f["nnz"], int(f["n_obs"]),
+                       float(f["vmax"]), bool(f["integer_valued"]))
+
+    def check_for(self, method: str, n_vars: int) -> None:
+        """Raise ValueError unless these statistics can score ``method`` on ``n_vars`` genes
+        (zscore needs the moments, aucell the non-zero counts)."""
+        need = {"zscore": ("sums64", "sumsq64"), "aucell": ("nnz",)}.get(method, ())
+        short = [name for name in ("sums", *need) if getattr(self, name).shape != (n_vars,)]
+        if short:
+            raise ValueError(
+                f"gene_stats lack {short} for {n_vars} genes and method={method!r}; compute "
+                f"them with mscflow.scoring.gene_stats_for(data, [{method!r}]) on the whole "
+                "matrix the scored rows come from"
+            )
 
 
 def _split_bounds(weights: np.ndarray, n_parts: int) -> np.ndarray:

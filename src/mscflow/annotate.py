@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -24,6 +27,7 @@ from anndata import AnnData
 
 from mscflow.config import Settings, settings_section
 from mscflow.errors import InputDataError
+from mscflow.io import read_sample_rows, write_npz_atomic
 
 log = logging.getLogger(__name__)
 
@@ -157,43 +161,136 @@ def _matrix(adata: AnnData, layer: str | None):
     return adata.X if layer is None else adata.layers[layer]
 
 
-def _group_means(x, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Mean of each column of ``x`` per group (groups given as integer codes)."""
-    indicator = sp.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_groups, len(codes))
-    )
-    counts = np.asarray(indicator.sum(axis=1)).ravel()
-    sums = indicator @ x
-    sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
-    return sums / np.maximum(counts, 1)[:, None]
+@dataclass
+class GroupExpression:
+    """Per group of cells: the sum of every gene's values, the number of cells expressing it
+    (value > 0) and the group's size. Sums of samples add up to the sums of all cells, so
+    per-sample jobs can compute them and one job combine them (:meth:`combine`)."""
+
+    groups: pd.Index  # group names, sorted
+    sums: np.ndarray  # groups x genes, float64
+    expressing: np.ndarray  # groups x genes, float64 (cells with value > 0)
+    sizes: np.ndarray  # cells per group, int64
+
+    @classmethod
+    def from_matrix(cls, x, groups: pd.Series | np.ndarray) -> GroupExpression:
+        """Sums over the rows of ``x`` (cells x genes, sparse or dense) by ``groups``."""
+        cats = pd.Categorical(np.asarray(groups).astype(str))
+        codes = np.asarray(cats.codes)
+        n = len(cats.categories)
+        indicator = sp.csr_matrix(
+            (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n, len(codes))
+        )
+        binary = ((x > 0).astype(np.float32) if sp.issparse(x)
+                  else (np.asarray(x) > 0).astype(float))
+        sums, expressing = (indicator @ m for m in (x, binary))
+        return cls(pd.Index(cats.categories.astype(str)), _dense(sums), _dense(expressing),
+                   np.bincount(codes, minlength=n).astype(np.int64))
+
+    @classmethod
+    def combine(cls, parts: Sequence[GroupExpression]) -> GroupExpression:
+        """Add up parts (e.g. one per sample) group by group."""
+        if not parts:
+            raise ValueError("no group expression to combine")
+        groups = pd.Index(sorted(set().union(*(p.groups for p in parts))))
+        n_genes = parts[0].sums.shape[1]
+        out = cls(groups, np.zeros((len(groups), n_genes)), np.zeros((len(groups), n_genes)),
+                  np.zeros(len(groups), dtype=np.int64))
+        for part in parts:
+            if part.sums.shape[1] != n_genes:
+                raise ValueError(f"parts cover {n_genes} and {part.sums.shape[1]} genes")
+            rows = groups.get_indexer(part.groups)
+            out.sums[rows] += part.sums
+            out.expressing[rows] += part.expressing
+            out.sizes[rows] += part.sizes
+        return out
+
+    def regroup(self, mapping: Mapping[str, str]) -> GroupExpression:
+        """Merge groups into coarser ones (``mapping``: group -> new group)."""
+        new = pd.Series([mapping[g] for g in self.groups], dtype=str)
+        parts = [GroupExpression(pd.Index([name]), self.sums[rows].sum(axis=0, keepdims=True),
+                                 self.expressing[rows].sum(axis=0, keepdims=True),
+                                 self.sizes[rows].sum(keepdims=True))
+                 for name, rows in new.groupby(new).indices.items()]
+        return GroupExpression.combine(parts)
+
+    def means(self) -> np.ndarray:
+        """Mean value per group and gene."""
+        return self.sums / np.maximum(self.sizes, 1)[:, None]
+
+    def fractions(self) -> np.ndarray:
+        """Fraction of the group's cells expressing each gene."""
+        return self.expressing / np.maximum(self.sizes, 1)[:, None]
+
+    def save(self, path: str | Path) -> None:
+        """Write to an ``.npz`` file (through a temporary file renamed into place)."""
+        write_npz_atomic(path, groups=np.asarray(self.groups, dtype=str), sums=self.sums,
+                         expressing=self.expressing, sizes=self.sizes)
+
+    @classmethod
+    def load(cls, path: str | Path) -> GroupExpression:
+        """Read what :meth:`save` wrote."""
+        with np.load(path) as f:
+            return cls(pd.Index(f["groups"].astype(str).tolist()), f["sums"], f["expressing"],
+                       f["sizes"])
+
+
+def _dense(m) -> np.ndarray:
+    return m.toarray() if sp.issparse(m) else np.asarray(m)
+
+
+def cluster_groups(obs: pd.DataFrame, cluster_key: str, tissue_key: str | None = "tissue"
+                   ) -> pd.Series:
+    """The annotation's group of each cell: ``"<cluster>|<tissue>"`` (tissue empty when
+    ``tissue_key`` is None or not in ``obs``)."""
+    tissue = (obs[tissue_key].astype(str) if tissue_key is not None and tissue_key in obs
+              else pd.Series("", index=obs.index))
+    return obs[cluster_key].astype(str) + "|" + tissue
+
+
+def sample_group_expression(h5ad: str | Path, sample: str, cluster_key: str
+                            ) -> GroupExpression:
+    """:class:`GroupExpression` of one sample's cells of a merged h5ad by
+    :func:`cluster_groups` (read without the other samples' rows); no groups when the
+    file holds no cell of the sample."""
+    adata = read_sample_rows(h5ad, sample, [cluster_key], optional=["tissue"],
+                             what="the annotation")
+    if adata is None:
+        backed = ad.read_h5ad(h5ad, backed="r")
+        n_genes = backed.n_vars
+        backed.file.close()
+        return GroupExpression(pd.Index([]), np.zeros((0, n_genes)), np.zeros((0, n_genes)),
+                               np.zeros(0, dtype=np.int64))
+    return GroupExpression.from_matrix(adata.X, cluster_groups(adata.obs, cluster_key))
+
+
+def top_genes(expression: GroupExpression, var_names: Sequence[str], n_genes: int = 5,
+              min_fraction: float = 0.25) -> dict[str, list[str]]:
+    """Top genes per group by mean expression minus the mean in all other cells; only
+    genes expressed (> 0) in at least ``min_fraction`` of the group's cells count."""
+    means, fractions = expression.means(), expression.fractions()
+    counts = expression.sizes.astype(float)
+    total = means * counts[:, None]
+    rest = ((total.sum(axis=0)[None, :] - total)
+            / np.maximum(counts.sum() - counts, 1)[:, None])
+    diff = np.where(fractions >= min_fraction, means - rest, -np.inf)
+    names = np.asarray(var_names)
+    out = {}
+    for i, group in enumerate(expression.groups):
+        order = np.argsort(-diff[i], kind="stable")[:n_genes]
+        out[group] = [names[j] for j in order if np.isfinite(diff[i, j])]
+    return out
 
 
 def top_marker_genes(
     adata: AnnData, groups: pd.Series, n_genes: int = 5, *, layer: str | None = None,
     min_fraction: float = 0.25,
 ) -> dict[str, list[str]]:
-    """Top genes per group by mean expression minus the mean in all other cells.
-
-    Only genes expressed (> 0) in at least ``min_fraction`` of the group's cells count.
-    Expects log-normalised values (``adata.X`` or ``layer``).
-    """
-    cats = pd.Categorical(groups.loc[adata.obs_names].astype(str))
-    codes = np.asarray(cats.codes)
-    x = _matrix(adata, layer)
-    n = len(cats.categories)
-    means = _group_means(x, codes, n)
-    binary = (x > 0).astype(np.float32) if sp.issparse(x) else (np.asarray(x) > 0).astype(float)
-    fractions = _group_means(binary, codes, n)
-    counts = np.bincount(codes, minlength=n).astype(float)
-    total = means * counts[:, None]
-    rest = (total.sum(axis=0)[None, :] - total) / np.maximum(len(codes) - counts, 1)[:, None]
-    diff = np.where(fractions >= min_fraction, means - rest, -np.inf)
-    names = np.asarray(adata.var_names)
-    out = {}
-    for i, cat in enumerate(cats.categories):
-        order = np.argsort(-diff[i], kind="stable")[:n_genes]
-        out[cat] = [names[j] for j in order if np.isfinite(diff[i, j])]
-    return out
+    """Top genes per group by mean expression minus the mean in all other cells
+    (:func:`top_genes`). Expects log-normalised values (``adata.X`` or ``layer``)."""
+    expression = GroupExpression.from_matrix(_matrix(adata, layer),
+                                             groups.loc[adata.obs_names])
+    return top_genes(expression, adata.var_names, n_genes, min_fraction)
 
 
 def _default_score_fn() -> ScoreFn:
@@ -264,6 +361,7 @@ def annotate(
     score_fn: ScoreFn | None = None,
     key_added: str = "celltype",
     unusable: Mapping[str, str] | None = None,
+    expression: GroupExpression | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Label cells and clusters; write labels and confidences to ``adata.obs``.
 
@@ -275,7 +373,10 @@ def annotate(
     ``mscflow.scoring.score_gene_sets``) is called with ``method``, ``layer`` and
     ``random_state``. ``unusable`` names marker sets already left out (e.g. dropped by
     the gene-set library) with the reason, for the log and the error of a tissue left
-    without labels (:func:`candidate_labels`).
+    without labels (:func:`candidate_labels`). ``expression``: the clusters' expression
+    (groups of :func:`cluster_groups`, e.g. combined from per-sample jobs) for their top
+    marker genes; computed from ``X``/``layer`` when None (then ``adata`` needs no ``X``
+    given ``scores`` and ``expression``).
 
     Writes obs columns ``{key_added}`` (cluster-level label), ``{key_added}_cell``,
     ``{key_added}_cell_margin``, ``{key_added}_margin`` and
@@ -301,8 +402,10 @@ def annotate(
         min_margin=min_margin, min_fraction=min_fraction,
     )
     tissue_str = tissues if tissues is not None else pd.Series("", index=adata.obs_names)
-    group = clusters + "|" + tissue_str.astype(str)
-    tops = top_marker_genes(adata, group, n_top_genes, layer=layer)
+    group = cluster_groups(adata.obs, cluster_key, None if tissues is None else tissue_key)
+    if expression is None:
+        expression = GroupExpression.from_matrix(_matrix(adata, layer), group)
+    tops = top_genes(expression, adata.var_names, n_top_genes)
     group_keys = per_cluster["cluster"] + "|" + per_cluster["tissue"]
     per_cluster["top_marker_genes"] = [",".join(tops.get(k, [])) for k in group_keys]
     per_cluster = per_cluster[CLUSTER_COLUMNS]
@@ -330,31 +433,41 @@ def marker_dotplot_data(
     *,
     layer: str | None = None,
 ) -> pd.DataFrame:
-    """Long table for a dot plot of marker sets by label.
-
-    One row per (group, set, gene present in the data) with mean_expression (mean of
-    ``adata.X``/``layer`` over the group's cells), fraction_expressing (> 0) and n_cells.
-    """
+    """Long table for a dot plot of marker sets by label (:func:`dotplot_data` of the
+    groups in ``adata.obs[groupby]``)."""
     if groupby not in adata.obs:
         raise KeyError(f"{groupby!r} not in adata.obs: run annotate() first")
-    cats = pd.Categorical(adata.obs[groupby].astype(str))
-    codes = np.asarray(cats.codes)
-    present = pd.Index(adata.var_names)
-    pairs = [(s, g) for s, genes in marker_sets.items() for g in genes if g in present]
+    genes = _marker_genes(marker_sets, adata.var_names)
+    expression = GroupExpression.from_matrix(_matrix(adata[:, genes], layer),
+                                             adata.obs[groupby])
+    return dotplot_data(expression, genes, marker_sets)
+
+
+def _marker_genes(marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]],
+                  var_names: Sequence[str]) -> list[str]:
+    """The marker genes present in the data, in set order, each once."""
+    present = pd.Index(var_names)
+    genes = list(dict.fromkeys(g for m in marker_sets.values() for g in m if g in present))
+    if not genes:
+        raise ValueError("no marker gene is present in the data")
+    return genes
+
+
+def dotplot_data(expression: GroupExpression, var_names: Sequence[str],
+                 marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]]
+                 ) -> pd.DataFrame:
+    """One row per (group, set, gene present in the data) with mean_expression,
+    fraction_expressing (> 0) and n_cells of the group."""
+    col = {g: j for j, g in enumerate(var_names)}
+    pairs = [(s, g) for s, genes in marker_sets.items() for g in genes if g in col]
     if not pairs:
         raise ValueError("no marker gene is present in the data")
-    genes = list(dict.fromkeys(g for _, g in pairs))
-    x = _matrix(adata[:, genes], layer)
-    n = len(cats.categories)
-    means = _group_means(x, codes, n)
-    binary = (x > 0).astype(np.float32) if sp.issparse(x) else (np.asarray(x) > 0).astype(float)
-    fractions = _group_means(binary, codes, n)
-    sizes = np.bincount(codes, minlength=n)
-    col = {g: j for j, g in enumerate(genes)}
+    means, fractions = expression.means(), expression.fractions()
     rows = [
-        {"group": cat, "set": s, "gene": g, "mean_expression": float(means[i, col[g]]),
-         "fraction_expressing": float(fractions[i, col[g]]), "n_cells": int(sizes[i])}
-        for i, cat in enumerate(cats.categories) for s, g in pairs
+        {"group": group, "set": s, "gene": g, "mean_expression": float(means[i, col[g]]),
+         "fraction_expressing": float(fractions[i, col[g]]),
+         "n_cells": int(expression.sizes[i])}
+        for i, group in enumerate(expression.groups) for s, g in pairs
     ]
     return pd.DataFrame(rows)
 
@@ -363,19 +476,26 @@ def annotate_stage(adata: AnnData, marker_sets: Mapping[str, Sequence[str] | Map
                    marker_scores: pd.DataFrame, programme_scores: pd.DataFrame,
                    settings: AnnotationSettings, *, cluster_key: str,
                    dropped_markers: Mapping[str, str] | None = None,
+                   expression: GroupExpression | None = None,
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The annotation stage: label clusters from the marker scores of the scoring stage,
     add the programme scores to obs as ``score_<set>``, and return (per-cell table,
     per-cluster table, marker dot-plot data). ``adata`` gains ``cell_type`` and friends.
     ``dropped_markers`` (set -> reason, from the gene-set library) are reported as labels
-    left out."""
+    left out. ``expression``: the clusters' expression (:func:`cluster_groups`), e.g.
+    combined from per-sample jobs; then ``adata`` needs only obs and var names."""
+    if expression is None:
+        expression = GroupExpression.from_matrix(adata.X, cluster_groups(adata.obs, cluster_key))
     per_cell, per_cluster = annotate(
         adata, marker_sets, cluster_key=cluster_key, tissue_key="tissue",
         scores=marker_scores, min_margin=settings.min_margin,
         min_fraction=settings.min_fraction, key_added="cell_type", unusable=dropped_markers,
+        expression=expression,
     )
     for column in programme_scores.columns:
         adata.obs[f"score_{column}"] = programme_scores.loc[adata.obs_names, column].to_numpy()
-    dot = marker_dotplot_data(adata, marker_sets, groupby="cell_type")
+    labels = dict(zip(per_cluster["cluster"] + "|" + per_cluster["tissue"],
+                      per_cluster["label"], strict=True))
+    dot = dotplot_data(expression.regroup(labels), adata.var_names, marker_sets)
     per_cell.index.name = "cell"
     return per_cell, per_cluster, dot

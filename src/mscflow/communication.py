@@ -39,6 +39,7 @@ import pandas as pd
 
 from mscflow.config import Settings, runtime_field, settings_section
 from mscflow.errors import ConfigError, InputDataError
+from mscflow.io import read_sample_rows
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -281,25 +282,9 @@ def read_sample_cells(h5ad: str | Path, sample: str) -> ad.AnnData | None:
     """The cells of ``sample`` from an annotated h5ad, read without loading the other
     samples (``X``, the obs columns liana and the tests need, var names); ``None`` when
     the file holds no cell of the sample (e.g. dropped by QC)."""
-    import anndata as ad
-
-    backed = ad.read_h5ad(h5ad, backed="r")
-    try:
-        absent = [c for c in OBS_COLUMNS if c not in backed.obs.columns]
-        if absent:
-            raise InputDataError(
-                f"{h5ad}: obs lacks column(s) {absent} that the communication stage needs "
-                "(run the annotation first: results/annotate/annotated.h5ad has them)")
-        rows = np.flatnonzero((backed.obs["sample"].astype(str) == sample).to_numpy())
-        if not len(rows):
-            return None
-        contiguous = rows[-1] - rows[0] + 1 == len(rows)
-        X = backed.X[rows[0]:rows[-1] + 1] if contiguous else backed.X[rows]
-        obs = backed.obs.iloc[rows][list(OBS_COLUMNS)].copy()
-        var = pd.DataFrame(index=backed.var_names.copy())
-    finally:
-        backed.file.close()
-    return ad.AnnData(X=X, obs=obs, var=var)
+    return read_sample_rows(h5ad, sample, OBS_COLUMNS,
+                            what="the communication stage (run the annotation first: "
+                                 "results/annotate/annotated.h5ad has them)")
 
 
 def _check_log_normalised(adata: ad.AnnData, sample: str) -> None:

@@ -11,11 +11,12 @@ import gzip
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 
 from mscflow.errors import InputDataError
@@ -33,9 +34,10 @@ from mscflow.readers import (
 
 __all__ = [
     "FORMATS", "SPECIES_MIN_GENES", "SPECIES_MIN_MATCH", "InputDataError", "check_species",
-    "check_unique_genes", "prefix_barcodes", "read_sample", "remove_pending_files",
-    "symbol_styles", "validate_counts", "write_figure_atomic", "write_h5ad_atomic",
-    "write_table_atomic", "write_text_atomic",
+    "check_unique_genes", "prefix_barcodes", "read_sample", "read_sample_rows",
+    "remove_pending_files", "symbol_styles", "validate_counts", "write_figure_atomic",
+    "write_h5ad_atomic", "write_h5ad_with_obs",
+    "write_npz_atomic", "write_table_atomic", "write_text_atomic",
 ]
 
 # Temporary files of atomic writes in progress (removed on SIGTERM, see setup_logging).
@@ -76,6 +78,59 @@ def _atomic_target(path: str | Path) -> Iterator[str]:
         _PENDING.discard(tmp)
 
 
+def read_sample_rows(h5ad: str | Path, sample: str, obs_columns: Sequence[str] = (),
+                     *, optional: Sequence[str] = (), what: str = "this stage"
+                     ) -> ad.AnnData | None:
+    """The cells of ``sample`` (obs column ``sample``) of a merged h5ad, read without loading
+    the other samples' rows: ``X``, the ``obs_columns`` (and those of ``optional`` the file
+    has) and the var names. ``None`` when the file holds no cell of the sample (e.g. all
+    dropped by QC). A missing obs column raises :class:`InputDataError` naming the file and
+    ``what`` needs it."""
+    backed = ad.read_h5ad(h5ad, backed="r")
+    try:
+        absent = [c for c in ("sample", *obs_columns) if c not in backed.obs.columns]
+        if absent:
+            raise InputDataError(f"{h5ad}: obs lacks column(s) {absent} that {what} needs")
+        rows = np.flatnonzero((backed.obs["sample"].astype(str) == sample).to_numpy())
+        if not len(rows):
+            return None
+        contiguous = rows[-1] - rows[0] + 1 == len(rows)
+        X = backed.X[rows[0]:rows[-1] + 1] if contiguous else backed.X[rows]
+        columns = [*obs_columns, *(c for c in optional if c in backed.obs.columns)]
+        obs = backed.obs.iloc[rows][columns].copy()
+        var = pd.DataFrame(index=backed.var_names.copy())
+    finally:
+        backed.file.close()
+    return ad.AnnData(X=X, obs=obs, var=var)
+
+
+def write_h5ad_with_obs(source: str | Path, obs: pd.DataFrame, path: str | Path, *,
+                        compression: str | None = "gzip") -> None:
+    """Write a copy of the h5ad ``source`` with ``obs`` in place of its own, through a
+    temporary file renamed into place. Every other element is copied inside HDF5, so no
+    matrix passes through memory (a job that adds obs columns to a million-cell file holds
+    only obs). String columns are stored as categoricals, as ``AnnData.write_h5ad`` does;
+    ``compression`` as in :func:`write_h5ad_atomic`, for the new obs."""
+    import h5py  # noqa: PLC0415
+    from anndata.io import write_elem  # noqa: PLC0415
+
+    options = ({"compression": "gzip", "compression_opts": 1} if compression == "gzip"
+               else {})
+    holder = ad.AnnData(obs=obs)
+    holder.strings_to_categoricals()
+    with _atomic_target(path) as tmp:
+        with h5py.File(source, "r") as src, h5py.File(tmp, "w") as dst:
+            n_obs = len(src["obs"][src["obs"].attrs["_index"]])
+            if len(obs) != n_obs:
+                raise ValueError(f"{source} holds {n_obs} cells, the new obs {len(obs)}")
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+            for key in src:
+                if key != "obs":
+                    src.copy(src[key], dst, name=key)
+            write_elem(dst, "obs", holder.obs, dataset_kwargs=options)
+
+
 def write_h5ad_atomic(adata: ad.AnnData, path: str | Path, *,
                       compression: str | None = "gzip") -> None:
     """Write an h5ad to a temporary file beside ``path`` and rename it into place.
@@ -111,6 +166,13 @@ def write_table_atomic(df: pd.DataFrame, path: str | Path, *, index: bool = Fals
                 df.to_csv(text, sep="\t", index=index, **csv_options)
         else:
             df.to_csv(tmp, sep="\t", index=index, **csv_options)
+
+
+def write_npz_atomic(path: str | Path, **arrays: object) -> None:
+    """Write numpy arrays to an ``.npz`` file (uncompressed) through a temporary file and
+    rename it into place."""
+    with _atomic_target(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def write_text_atomic(text: str, path: str | Path) -> None:

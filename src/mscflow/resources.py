@@ -20,8 +20,11 @@ request is always computed from the real input files (never from a missing file 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+
+import numpy as np
 
 # Resident memory of the `python -m snakemake` job-step process inside each job, in MB, with
 # headroom: sacct's MaxRSS ~180 MB, but SLURM's per-second samples reached 380 MB under load
@@ -59,6 +62,50 @@ def largest_input_share(name):
         return largest / total if total else 0.0
 
     return share
+
+
+def inputs_share(*names):
+    """A ``share`` for :func:`scaled_mem_mb` and :func:`scaled_runtime` of a job whose memory
+    follows only some of its inputs (``names``; e.g. tables it loads, beside an h5ad whose
+    obs names alone it reads)."""
+
+    def share(wildcards, input):
+        total = _input_size_mb(input)
+        named = sum(_input_size_mb(_as_list(input[name])) for name in names)
+        return named / total if total else 0.0
+
+    return share
+
+
+def sample_share(name="h5ad"):
+    """A ``share`` for :func:`scaled_mem_mb` and :func:`scaled_runtime` of a per-sample job
+    that reads the rows of ``{sample}`` from the merged h5ad input ``name``: the sample's
+    cells over all cells of the file."""
+
+    def share(wildcards, input):
+        path = str(input[name])
+        counts = _cells_per_sample(path, os.stat(path).st_mtime_ns)
+        total = sum(counts.values())
+        return counts.get(wildcards.sample, 0) / total if total else 0.0
+
+    return share
+
+
+@functools.lru_cache(maxsize=4)
+def _cells_per_sample(path, mtime_ns):
+    """Cells per value of obs column ``sample`` of an h5ad (read once per file version: the
+    jobs of every sample ask for it)."""
+    import anndata as ad  # noqa: PLC0415  (imported only when a rule needs it)
+    import h5py  # noqa: PLC0415
+
+    with h5py.File(path, "r") as f:
+        column = ad.io.read_elem(f["obs"]["sample"])
+    values, counts = np.unique(np.asarray(column).astype(str), return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist(), strict=True))
+
+
+def _as_list(value):
+    return [value] if isinstance(value, str) else list(value)
 
 
 def scaled_mem_mb(base_mb=1000, per_input_mb=4.0, max_mb=None, share=None):

@@ -39,12 +39,14 @@ Methods
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from mscflow import _scoring_input as _input
 from mscflow import _scoring_kernels as K
 from mscflow._scoring_input import (
     GeneStats,
@@ -71,6 +73,7 @@ from mscflow._scoring_weights import (
 )
 from mscflow.config import Settings, settings_section
 from mscflow.genesets import GeneSetLibrary
+from mscflow.io import read_sample_rows
 
 __all__ = [
     "METHODS",
@@ -80,11 +83,14 @@ __all__ = [
     "decoupler_n_up",
     "gene_means",
     "gene_stats",
+    "gene_stats_for",
     "scanpy_control_genes",
     "scanpy_cuts",
     "scanpy_gene_means",
+    "combine_sample_scores",
     "score_gene_sets",
     "score_library",
+    "score_sample",
 ]
 
 Method = Literal["scanpy", "aucell", "mean", "zscore"]
@@ -112,6 +118,7 @@ def score_gene_sets(
     chunk_size: int | None = None,
     n_threads: int | None = None,
     gene_means: np.ndarray | None = None,
+    gene_stats: GeneStats | None = None,
 ) -> pd.DataFrame:
     """Score every gene set in every cell; returns a cells x sets DataFrame.
 
@@ -144,6 +151,12 @@ def score_gene_sets(
         ``scanpy`` method only: per-gene means from :func:`gene_means` of the same matrix
         (and ``layer``).  Skips the statistics pass, e.g. when the same matrix is scored
         for several collections of sets; the results are identical.
+    gene_stats
+        Any method: statistics from :func:`gene_stats_for` of a larger matrix whose rows
+        ``data`` is a part of (e.g. one sample of a merged object).  The cells are then
+        scored exactly as they are when the whole matrix is scored (control genes, z-scores
+        and AUCell's ranks come from the whole), so per-sample jobs reproduce one job's
+        table to the bit.
 
     Returns
     -------
@@ -164,12 +177,19 @@ def score_gene_sets(
     out = np.zeros((mat.n_obs, len(sets)), dtype=np.float64)
     if gene_means is not None and method != "scanpy":
         raise ValueError(f"gene_means=... only applies to method='scanpy', not {method!r}")
+    if gene_means is not None and gene_stats is not None:
+        raise ValueError("pass gene_means=... or gene_stats=..., not both")
+    if gene_stats is not None:
+        gene_stats.check_for(method, mat.n_vars)
     with _threads(n_threads) as nt:
         if gene_means is not None:
             means, stats = _given_means(gene_means, mat, chunks)
+        elif gene_stats is not None:
+            stats = gene_stats
         else:
-            want = {"zscore": "moments", "aucell": "nnz"}.get(method, "sums")
-            stats = gene_stats(mat, chunks, want=want, n_parts=nt)
+            # the module's gene_stats: the argument of that name is None here
+            stats = _input.gene_stats(mat, chunks, want=_WANTED_STATS.get(method, "sums"),
+                                      n_parts=nt)
         _check_values(stats, method, genes)
         if method == "aucell":
             setup = _aucell_setup(sets, stats, genes, n_up)
@@ -207,6 +227,34 @@ def gene_means(
         stats = gene_stats(mat, chunks, want="sums", n_parts=nt)
     _check_values(stats, "scanpy", genes)
     return scanpy_gene_means(stats, dense=_is_dense(mat))
+
+
+def gene_stats_for(
+    data: Any,
+    method: Method = "scanpy",
+    *,
+    var_names: Sequence[str] | None = None,
+    layer: str | None = None,
+    chunk_size: int | None = None,
+    n_threads: int | None = None,
+) -> GeneStats:
+    """The per-gene statistics :func:`score_gene_sets` computes for ``method`` (and for
+    ``scanpy``, whose sums every method's statistics include), from one pass over ``data``.
+
+    Pass the result as ``gene_stats=`` to score parts of ``data`` (row subsets) in separate
+    calls or jobs with the scores of the whole.  Same inputs as :func:`score_gene_sets`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
+    mat, genes, _ = _resolve_input(data, layer, var_names, None)
+    chunks = _row_chunks(mat, chunk_size)
+    with _threads(n_threads) as nt:
+        stats = gene_stats(mat, chunks, want=_WANTED_STATS.get(method, "sums"), n_parts=nt)
+    _check_values(stats, method, genes)
+    return stats
+
+
+_WANTED_STATS = {"zscore": "moments", "aucell": "nnz"}
 
 
 def _run_linear(
@@ -258,21 +306,51 @@ class ScoringSettings(Settings):
 
 
 def score_library(adata: Any, library: GeneSetLibrary, settings: ScoringSettings, *,
-                  random_state: int, n_threads: int | None = None
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  random_state: int, n_threads: int | None = None,
+                  stats: GeneStats | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score the library's programme sets (``settings.method``) and marker sets (always
     ``scanpy``: the annotation compares marker scores) on log-normalised ``adata``.
 
-    The gene means behind scanpy's control genes are computed once and shared by both.
+    One statistics pass serves both (or ``stats``: :func:`gene_stats_for` of the whole
+    object ``adata``'s cells are taken from, when it is one sample's share of it).
     Returns (programme scores, marker scores), cells x sets.
     """
-    means = gene_means(adata, n_threads=n_threads)
-    extra = {"gene_means": means} if settings.method == "scanpy" else {}
+    if stats is None:
+        stats = gene_stats_for(adata, settings.method, n_threads=n_threads)
+    options = {"random_state": random_state, "n_bins": settings.n_bins,
+               "ctrl_size": settings.ctrl_size, "n_threads": n_threads, "gene_stats": stats}
     programmes = score_gene_sets(adata, library.programme_sets(), method=settings.method,
-                                 random_state=random_state, n_bins=settings.n_bins,
-                                 ctrl_size=settings.ctrl_size, n_threads=n_threads, **extra)
+                                 **options)
     markers = {name: list(genes) for name, genes in library.markers.items()}
-    marker_scores = score_gene_sets(adata, markers, method="scanpy", random_state=random_state,
-                                    n_bins=settings.n_bins, ctrl_size=settings.ctrl_size,
-                                    n_threads=n_threads, gene_means=means)
+    marker_scores = score_gene_sets(adata, markers, method="scanpy", **options)
     return programmes, marker_scores
+
+
+def score_sample(h5ad: str | Path, sample: str, library: GeneSetLibrary,
+                 settings: ScoringSettings, stats: GeneStats, *, random_state: int,
+                 n_threads: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`score_library` on the cells of one sample of a merged h5ad (read without the
+    other samples' rows), with ``stats`` of all its cells (:func:`gene_stats_for`): the
+    scores equal those of scoring every cell at once, to the bit. Empty tables (the sets as
+    columns) when the file holds no cell of the sample."""
+    adata = read_sample_rows(h5ad, sample, what="per-sample scoring")
+    if adata is None:
+        empty = pd.Index([], name="cell")
+        return (pd.DataFrame(index=empty, columns=list(library.programme_sets()), dtype=float),
+                pd.DataFrame(index=empty, columns=list(library.markers), dtype=float))
+    return score_library(adata, library, settings, random_state=random_state,
+                         n_threads=n_threads, stats=stats)
+
+
+def combine_sample_scores(tables: Sequence[pd.DataFrame], cells: pd.Index) -> pd.DataFrame:
+    """Per-sample score tables as one, in the order of ``cells`` (the merged object's
+    obs names); a cell missing from the tables or in two of them is an error."""
+    combined = pd.concat(tables)
+    if combined.index.has_duplicates:
+        twice = combined.index[combined.index.duplicated()].unique()[:5].tolist()
+        raise ValueError(f"cells {twice} are in more than one sample's scores")
+    missing = cells.difference(combined.index)
+    if len(missing) or len(combined) != len(cells):
+        raise ValueError(f"{len(missing)} cells of the merged object have no score "
+                         f"(e.g. {missing[:5].tolist()}); rerun the per-sample scoring")
+    return combined.loc[cells]

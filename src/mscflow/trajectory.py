@@ -174,7 +174,8 @@ def root_scores(obs: pd.DataFrame, marker_scores: pd.DataFrame,
     missing = obs.index.difference(marker_scores.index)
     if len(missing):
         raise InputDataError(f"marker scores lack {len(missing)} cell(s), e.g. "
-                             f"{list(missing[:3])}; rerun rule score_programmes")
+                             f"{list(missing[:3])}; rerun the scoring (rules score_sample, "
+                             "gather_scores)")
     if settings.root_label not in marker_scores:
         raise ConfigError(f"trajectory.root_label '{settings.root_label}' has no marker set "
                           f"(marker sets: {list(marker_scores.columns)}); use a label of "

@@ -1,6 +1,31 @@
 # Cell-type annotation from curated marker sets: per-cell scores, cluster-level decision.
+# Scatter-gather: one job per sample sums its cells' expression per cluster (for the
+# clusters' top genes and the dot plot), one job decides the labels from the gathered
+# scores and sums and writes the annotated h5ad (obs replaced; the matrix copied in HDF5).
 
 final_outputs("results/annotate/clusters.tsv", "results/plots/annotation_dotplot.png")
+
+
+rule annotate_sample:
+    input:
+        h5ad="results/cluster/clustered.h5ad",
+    output:
+        "results/annotate/per_sample/{sample}_expression.npz",
+    params:
+        cluster_key=default_cluster_key(),
+    log:
+        "logs/annotate/sample_{sample}.log",
+    benchmark:
+        "benchmarks/annotate/annotate_sample/{sample}.tsv"
+    threads: 1
+    resources:
+        # the sample's rows of the matrix and their expressed-or-not copy, every cell's obs
+        mem_mb=scaled_mem_mb(1200, 4 * H5AD_MB, share=sample_share()),
+        runtime=scaled_runtime(10, 0.02, share=sample_share()),
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/annotate_sample.py"
 
 
 rule annotate:
@@ -9,6 +34,8 @@ rule annotate:
         library="results/genesets/library.json",
         scores="results/scores/scores.parquet",
         marker_scores="results/scores/marker_scores.parquet",
+        expression=expand("results/annotate/per_sample/{sample}_expression.npz",
+                          sample=SAMPLES),
     output:
         h5ad="results/annotate/annotated.h5ad",
         cells="results/annotate/cell_types.tsv.gz",
@@ -32,9 +59,10 @@ rule annotate:
         "logs/annotate/annotate.log",
     benchmark:
         "benchmarks/annotate/annotate.tsv"
-    threads: 2
+    threads: 1
     resources:
-        mem_mb=scaled_mem_mb(2000, 3 * H5AD_MB),
+        # obs, the score tables and the summed expression; the matrix is copied in HDF5
+        mem_mb=scaled_mem_mb(1500, 0.3 * H5AD_MB),
         runtime=scaled_runtime(20, 0.02),
     conda:
         "../../envs/mscflow.yaml"

@@ -7,7 +7,13 @@ from pathlib import Path
 import mscflow.fetch
 from mscflow.config import prepare_run
 from mscflow.readers import selected_share
-from mscflow.resources import largest_input_share, scaled_mem_mb, scaled_runtime
+from mscflow.resources import (
+    inputs_share,
+    largest_input_share,
+    sample_share,
+    scaled_mem_mb,
+    scaled_runtime,
+)
 from mscflow.samplesheet import sample_metadata
 
 # Checked before any job runs: preset, config (every default filled in from the schema),

@@ -4,24 +4,29 @@ import anndata as ad
 import pandas as pd
 
 from mscflow import job
-from mscflow.annotate import AnnotationSettings, annotate_stage
+from mscflow.annotate import AnnotationSettings, GroupExpression, annotate_stage
 from mscflow.genesets import read_library
-from mscflow.io import write_h5ad_atomic, write_table_atomic
+from mscflow.io import write_h5ad_with_obs, write_table_atomic
 from mscflow.plotting import marker_set_dotplot, save
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)
-adata = ad.read_h5ad(smk.input.h5ad)
+# obs and var names only: the per-sample jobs summed the expression the annotation needs
+backed = ad.read_h5ad(smk.input.h5ad, backed="r")
+adata = ad.AnnData(obs=backed.obs.copy(), var=pd.DataFrame(index=backed.var_names.copy()))
+backed.file.close()
 library = read_library(smk.input.library)
+expression = GroupExpression.combine([GroupExpression.load(p) for p in smk.input.expression])
 per_cell, per_cluster, dot = annotate_stage(
     adata, library.marker_sets(),
     pd.read_parquet(smk.input.marker_scores), pd.read_parquet(smk.input.scores),
     AnnotationSettings.from_config(smk.params.annotation), cluster_key=smk.params.cluster_key,
-    dropped_markers=library.dropped_sets("marker"),
+    dropped_markers=library.dropped_sets("marker"), expression=expression,
 )
 for label, n in adata.obs["cell_type"].value_counts().items():
     log.info("%s: %d cells", label, n)
 save(marker_set_dotplot(dot), smk.output.dotplot)
 write_table_atomic(per_cell, smk.output.cells, index=True)
 write_table_atomic(per_cluster, smk.output.clusters)
-write_h5ad_atomic(adata, smk.output.h5ad, compression=smk.params.compression)
+write_h5ad_with_obs(smk.input.h5ad, adata.obs, smk.output.h5ad,
+                    compression=smk.params.compression)
