@@ -85,23 +85,39 @@ def read_sample_rows(h5ad: str | Path, sample: str, obs_columns: Sequence[str] =
     the other samples' rows: ``X``, the ``obs_columns`` (and those of ``optional`` the file
     has) and the var names. ``None`` when the file holds no cell of the sample (e.g. all
     dropped by QC). A missing obs column raises :class:`InputDataError` naming the file and
-    ``what`` needs it."""
-    backed = ad.read_h5ad(h5ad, backed="r")
-    try:
-        absent = [c for c in ("sample", *obs_columns) if c not in backed.obs.columns]
+    ``what`` needs it.
+
+    Reads the elements it needs through h5py (a per-sample job of a million-cell file reads
+    one obs column whole, not every column and every cell name: 0.1 s instead of 10 s)."""
+    import h5py  # noqa: PLC0415
+    from anndata.io import read_elem, sparse_dataset  # noqa: PLC0415
+
+    with h5py.File(h5ad, "r") as f:
+        obs = f["obs"]
+        absent = [c for c in ("sample", *obs_columns) if c not in obs]
         if absent:
             raise InputDataError(f"{h5ad}: obs lacks column(s) {absent} that {what} needs")
-        rows = np.flatnonzero((backed.obs["sample"].astype(str) == sample).to_numpy())
+        samples = pd.Series(read_elem(obs["sample"])).astype(str).to_numpy()
+        rows = np.flatnonzero(samples == sample)
         if not len(rows):
             return None
-        contiguous = rows[-1] - rows[0] + 1 == len(rows)
-        X = backed.X[rows[0]:rows[-1] + 1] if contiguous else backed.X[rows]
-        columns = [*obs_columns, *(c for c in optional if c in backed.obs.columns)]
-        obs = backed.obs.iloc[rows][columns].copy()
-        var = pd.DataFrame(index=backed.var_names.copy())
-    finally:
-        backed.file.close()
-    return ad.AnnData(X=X, obs=obs, var=var)
+        first, stop = int(rows[0]), int(rows[-1]) + 1
+        contiguous = stop - first == len(rows)
+        within = slice(None) if contiguous else rows - first
+        index_key = obs.attrs["_index"]
+        names = obs[index_key].asstr()[first:stop][within]
+        columns = [*obs_columns, *(c for c in optional if c in obs)]
+        frame = pd.DataFrame({c: read_elem(obs[c])[rows] for c in columns},
+                             index=pd.Index(names, name=None if index_key == "_index"
+                                            else index_key))
+        x = f["X"]
+        if isinstance(x, h5py.Dataset):
+            X = x[first:stop] if contiguous else x[rows]
+        else:
+            X = sparse_dataset(x)[first:stop] if contiguous else sparse_dataset(x)[rows]
+        var = f["var"]
+        var_names = read_elem(var[var.attrs["_index"]])
+    return ad.AnnData(X=X, obs=frame, var=pd.DataFrame(index=pd.Index(var_names)))
 
 
 def write_h5ad_with_obs(source: str | Path, obs: pd.DataFrame, path: str | Path, *,

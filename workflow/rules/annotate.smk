@@ -62,7 +62,8 @@ rule annotate:
     threads: 1
     resources:
         # obs, the score tables and the summed expression; the matrix is copied in HDF5
-        mem_mb=scaled_mem_mb(1500, 0.3 * H5AD_MB),
+        # (868k cells, 9.0 GB uncompressed h5ad: 2,552 MB)
+        mem_mb=scaled_mem_mb(1500, 0.5 * H5AD_MB),
         runtime=scaled_runtime(20, 0.02),
     conda:
         "../../envs/mscflow.yaml"
