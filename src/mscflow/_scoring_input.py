@@ -295,7 +295,7 @@ class GeneStats:
         if short:
             raise ValueError(
                 f"gene_stats lack {short} for {n_vars} genes and method={method!r}; compute "
-                f"them with mscflow.scoring.gene_stats_for(data, [{method!r}]) on the whole "
+                f"them with mscflow.scoring.gene_stats_for(data, {method!r}) on the whole "
                 "matrix the scored rows come from"
             )
 

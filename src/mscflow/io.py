@@ -88,7 +88,8 @@ def read_sample_rows(h5ad: str | Path, sample: str, obs_columns: Sequence[str] =
     ``what`` needs it.
 
     Reads the elements it needs through h5py (a per-sample job of a million-cell file reads
-    one obs column whole, not every column and every cell name: 0.1 s instead of 10 s)."""
+    one obs column whole, not every column and every cell name: 0.24 s instead of 3.8 s
+    for one sample of an 868k-cell file)."""
     import h5py  # noqa: PLC0415
     from anndata.io import read_elem, sparse_dataset  # noqa: PLC0415
 
