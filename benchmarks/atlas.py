@@ -117,8 +117,8 @@ def tile_samples(sheet_path: Path, out: Path, tile: int, seed: int) -> Path:
     around it (zeros dropped; replicates renumbered after the originals'). Written once."""
     import numpy as np
 
-    from mscflow.demo_formats import write_10x_h5
-    from mscflow.readers import read_sample
+    from mscflow.demo.formats import write_10x_h5
+    from mscflow.inputs.readers import read_sample
 
     target = out / "samples.tsv"
     if target.exists():

@@ -1,4 +1,4 @@
-"""Benchmark mscflow.scoring against scanpy / decoupler / pyUCell, X @ W and a streaming read.
+"""Benchmark mscflow.scoring.core against scanpy / decoupler / pyUCell, X @ W and a streaming read.
 
 A script, not a test.  Example (small):
 
@@ -184,7 +184,7 @@ PEERS = {
 
 
 def bench_in_memory(args) -> pd.DataFrame:
-    from mscflow.scoring import score_gene_sets
+    from mscflow.scoring.core import score_gene_sets
 
     rows = []
     for n_cells in args.cells:
@@ -271,7 +271,7 @@ def write_big_h5ad(path: Path, n_cells: int, n_genes: int, per_cell: int, chunk:
 def bench_out_of_core(args) -> None:
     import anndata as ad
 
-    from mscflow.scoring import score_gene_sets
+    from mscflow.scoring.core import score_gene_sets
 
     OUT.mkdir(exist_ok=True)
     path = OUT / f"ooc_{args.ooc_cells}.h5ad"
@@ -304,7 +304,7 @@ import gc, sys, time, tracemalloc
 sys.path.insert(0, {bench_dir!r})
 import numpy as np, pandas as pd
 import bench_scoring as B
-from mscflow.scoring import score_gene_sets
+from mscflow.scoring.core import score_gene_sets
 n_cells, n_genes, density, n_sets, method, threads = {params!r}
 genes = pd.Index([f"G{{i}}" for i in range(n_genes)])
 sets = B.make_sets(n_sets, genes)
@@ -354,7 +354,7 @@ def bench_jit() -> None:
     """Time the first call in a fresh process with an empty vs a warm numba cache."""
     code = (
         "import time,numpy as np,scipy.sparse as sp;t=time.perf_counter();"
-        "from mscflow.scoring import score_gene_sets as f;"
+        "from mscflow.scoring.core import score_gene_sets as f;"
         "x=sp.random(200,300,density=.1,format='csr',dtype=np.float32,random_state=0);"
         "g=[f'G{i}' for i in range(300)];s={'a':g[:20]};"
         "[f(x,s,m,var_names=g) for m in ('scanpy','aucell','mean','zscore')];"

@@ -2,19 +2,19 @@
 
 Methods, run in the same process on the same samples:
 
-* ``classifier``: mscflow's default (``mscflow.doublet_classifier``), calls following the
+* ``classifier``: mscflow's default (``mscflow.qc.doublet_classifier``), calls following the
   expected doublet rate;
-* ``scrublet_fast``: mscflow's fast scrublet (``mscflow.doublets.scrublet_fast``), automatic
+* ``scrublet_fast``: mscflow's fast scrublet (``mscflow.qc.doublets.scrublet_fast``), automatic
   threshold;
 * ``scanpy_scrublet``: ``sc.pp.scrublet`` with its automatic threshold (the reference);
 * peers where they are installed: ``doubletdetection`` (BoostClassifier, its default
   ``predict``) and ``pyscdblfinder`` (``sc_dbl_finder``, its threshold).
 
-Samples: ``mscflow.doublet_simulation`` on real profiles (cells of the Tabula Muris lung
+Samples: ``mscflow.qc.doublet_simulation`` on real profiles (cells of the Tabula Muris lung
 channel in tests/data, clustered; doublets of distinct cell types, of similar cell types,
 homotypic, or a mix drawn by abundance), at doublet rates of 2-10 %, library gains of
 1.2-2.0 and 1,000-10,000 cells; and one lung sample of the demo generator
-(``mscflow.demo``: its realistic mix of kinds). Every method is given the expected doublet
+(``mscflow.demo.simulate``: its realistic mix of kinds). Every method is given the expected doublet
 rate the workflow would use when ``qc.expected_doublet_rate`` is unset (0.8 % per 1,000
 cells, the 10x rule of thumb; ``--expected planted`` gives the planted rate instead).
 
@@ -45,11 +45,11 @@ import scanpy as sc
 from scipy import sparse
 from sklearn.metrics import average_precision_score
 
-from mscflow.doublet_classifier import DoubletClassifierSettings, classify_doublets
-from mscflow.doublet_simulation import DOUBLET_KINDS, Templates, real_templates, simulate_sample
-from mscflow.doublets import DoubletResult, expected_doublet_rate, scrublet_fast
-from mscflow.io import read_sample
-from mscflow.qc import QCSettings, add_qc_metrics, flag_outliers
+from mscflow.inputs.readers import read_sample
+from mscflow.qc.core import QCSettings, add_qc_metrics, flag_outliers
+from mscflow.qc.doublet_classifier import DoubletClassifierSettings, classify_doublets
+from mscflow.qc.doublet_simulation import DOUBLET_KINDS, Templates, real_templates, simulate_sample
+from mscflow.qc.doublets import DoubletResult, expected_doublet_rate, scrublet_fast
 
 REPO = Path(__file__).resolve().parents[1]
 TABULA_MURIS = REPO / "tests" / "data" / "tabula-muris-lung-10X_P7_8"
@@ -159,7 +159,8 @@ def tabula_muris_templates() -> Templates:
 def demo_sample(n_cells: int, seed: int) -> tuple[sparse.csr_matrix, pd.DataFrame]:
     """The lung control sample of the demo generator (the MSC one is simulated too and left
     aside), cells passing the outlier filters."""
-    from mscflow.demo import DemoSpec, simulate_demo
+    from mscflow.demo.model import DemoSpec
+    from mscflow.demo.simulate import simulate_demo
     from mscflow.genesets import read_gmt
 
     spec = DemoSpec(seed=seed, cells_per_sample=n_cells, replicates=1, tissues=("lung",))

@@ -53,7 +53,8 @@ def peak_rss_mb() -> float:
 
 def generate(data: Path, samples: int, cells: int, genes: int, seed: int) -> pd.DataFrame:
     """Demo data of the given shape (generated once; reused when present)."""
-    from mscflow.demo import DemoSpec, generate_demo
+    from mscflow.demo.model import DemoSpec
+    from mscflow.demo.simulate import generate_demo
     from mscflow.genesets import read_gmt
 
     if (data / "samples.tsv").exists():
@@ -140,10 +141,10 @@ def plain_script(sheet: pd.DataFrame, cfg: dict, out: Path) -> None:
     import anndata as ad
     import scanpy as sc
 
-    from mscflow.doublets import expected_doublet_rate
     from mscflow.genesets import read_gmt
-    from mscflow.io import prefix_barcodes, read_sample
-    from mscflow.qc import QCSettings, add_qc_metrics, flag_outliers
+    from mscflow.inputs.readers import prefix_barcodes, read_sample
+    from mscflow.qc.core import QCSettings, add_qc_metrics, flag_outliers
+    from mscflow.qc.doublets import expected_doublet_rate
 
     steps = Steps()
     qc, cl, seed = cfg["qc"], cfg["cluster"], cfg["seed"]

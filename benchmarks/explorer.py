@@ -1,6 +1,6 @@
 """Explorer benchmark: page size and time to first render in headless Chromium.
 
-Builds the report's explorer page (``mscflow.explorer.explorer_stage``) from an annotated
+Builds the report's explorer page (``mscflow.report.explorer.explorer_stage``) from an annotated
 h5ad at several ``report.explorer_max_cells`` and opens each in headless Chromium (Debian
 chromium + chromedriver, as the browser tests), measuring
 
@@ -66,7 +66,7 @@ def resample(h5ad: Path, n_cells: int, out: Path, seed: int = 0) -> Path:
     import scanpy as sc
     import scipy.sparse as sp
 
-    from mscflow.sample_counts import counts_matrix
+    from mscflow.inputs.sample_counts import counts_matrix
 
     source = ad.read_h5ad(h5ad)
     if "counts" not in source.layers:  # the workflow keeps counts in results/qc/{sample}.h5ad
@@ -184,8 +184,8 @@ def main() -> None:
             sys.exit(f"{args.h5ad} missing: run with --make (or benchmarks/end_to_end.py first)")
         make_inputs(args.samples, args.cells, args.genes)
 
-    from mscflow.explorer import explorer_stage
-    from mscflow.report import ReportSettings
+    from mscflow.report.explorer import explorer_stage
+    from mscflow.report.overview import ReportSettings
 
     driver, profile = chromium()
     rows = []

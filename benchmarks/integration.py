@@ -67,7 +67,7 @@ def embedding_metrics(workdir: Path, data: Path, max_cells: int = 20000) -> dict
     import anndata as ad
     from sklearn.metrics import adjusted_rand_score
 
-    from mscflow import integration_metrics as im
+    from mscflow.cluster import integration_metrics as im
 
     adata = ad.read_h5ad(workdir / "results" / "cluster" / "clustered.h5ad", backed="r")
     truth = pd.read_csv(data / "truth.tsv.gz", sep="\t")

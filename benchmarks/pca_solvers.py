@@ -47,7 +47,7 @@ def run_solver(data: Path, solver: str, out: Path) -> None:
     import anndata as ad
     import pandas as pd
 
-    from mscflow.cluster import (
+    from mscflow.cluster.core import (
         ClusterSettings,
         leiden,
         leiden_key,
@@ -55,8 +55,8 @@ def run_solver(data: Path, solver: str, out: Path) -> None:
         normalise,
         pca,
     )
-    from mscflow.hvg import highly_variable_genes
-    from mscflow.readers import read_sample
+    from mscflow.cluster.hvg import highly_variable_genes
+    from mscflow.inputs.readers import read_sample
 
     sheet = pd.read_csv(data / "samples.tsv", sep="\t", keep_default_na=False)
     parts = []

@@ -47,7 +47,7 @@ def plain_script(workdir: Path, out: Path) -> None:
     import numpy as np
     import scanpy as sc
 
-    from mscflow.trajectory import TrajectorySettings, root_scores
+    from mscflow.trajectory.core import TrajectorySettings, root_scores
 
     settings = TrajectorySettings.from_config({}, random_state=0, n_jobs=2)
     adata = ad.read_h5ad(workdir / "results/annotate/annotated.h5ad")

@@ -11,8 +11,8 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 
-from mscflow import annotate as an
 from mscflow import genesets as gs
+from mscflow.annotate import core as an
 
 ROOT = Path(__file__).resolve().parents[1]
 TM_LUNG = ROOT / "tests" / "data" / "tabula-muris-lung-10X_P7_8"
@@ -107,7 +107,7 @@ def test_unusable_marker_sets_are_left_out_and_named(caplog):
     """A set with none of its genes in the data (or dropped by the gene-set library) is not
     a candidate label; the log names it and why."""
     adata = _toy_adata()
-    with caplog.at_level("WARNING", logger="mscflow.annotate"):
+    with caplog.at_level("WARNING", logger="mscflow.annotate.core"):
         _, per_cluster = an.annotate(
             adata, {"x": ["Q1", "Q2"], "t_cell": ["A1", "A2", "A3"], "b_cell": ["B1", "B2"]},
             cluster_key="clus", unusable={"nk_cell": "1 of 13 genes in the data"})

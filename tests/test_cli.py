@@ -44,7 +44,7 @@ def test_console_script_writes_a_sheet_the_workflow_accepts(tmp_path: Path) -> N
     assert set(sheet["tissue"]) == {"lung"} and set(sheet["species"]) == {"mouse"}
     assert set(sheet["layer"]) == {"raw"} and set(sheet["var_symbols"]) == {"feature_name"}
     assert set(sheet["keep_obs"]) == {"cell_type"} and set(sheet["format"]) == {"h5ad"}
-    from mscflow.samplesheet import check_sample_files, check_samples, read_sample_sheet
+    from mscflow.inputs.samplesheet import check_sample_files, check_samples, read_sample_sheet
 
     written = read_sample_sheet(out)
     check_samples(written, sheet_path=str(out))

@@ -11,7 +11,7 @@ import pytest
 from scipy import sparse
 from sklearn.metrics import adjusted_rand_score
 
-from mscflow.cluster import (
+from mscflow.cluster.core import (
     ClusterSettings,
     embed_and_cluster,
     leiden_key,
@@ -104,7 +104,7 @@ def test_normalise_in_blocks_is_scanpys_normalisation_to_the_bit(sample_files) -
 def test_in_place_scaling_is_the_sparse_product_to_the_bit() -> None:
     """The PCA's gene scaling, done in place, stores the same values in the same order as
     the product x @ diag(factors) did (so the PCA stays the same to the bit)."""
-    from mscflow.cluster import _scale_columns_reversing_rows
+    from mscflow.cluster.core import _scale_columns_reversing_rows
 
     x = sparse.random(300, 80, density=0.1, format="csr", dtype=np.float32, random_state=1)
     factors = np.random.default_rng(2).random(80).astype(np.float32) + 0.5
@@ -123,7 +123,7 @@ def test_markers_by_gene_blocks_are_scanpys_rank_genes_groups_to_the_bit(
     cluster): the same uns entry and table as sc.tl.rank_genes_groups."""
     import scanpy as sc
 
-    from mscflow.cluster import marker_genes
+    from mscflow.cluster.core import marker_genes
 
     adata = merge_sample_files(sample_files[0])
     normalise(adata, 1e4)
@@ -145,7 +145,7 @@ def test_markers_by_gene_blocks_are_scanpys_rank_genes_groups_to_the_bit(
 
 
 def test_column_means_are_scipys_to_the_bit() -> None:
-    from mscflow.cluster import _column_means_float32
+    from mscflow.cluster.core import _column_means_float32
 
     x = sparse.random(5000, 60, density=0.2, format="csr", dtype=np.float32, random_state=3)
     x.data = np.log1p(x.data * 50).astype(np.float32)
@@ -181,7 +181,7 @@ def test_fast_and_reference_settings_find_the_planted_groups(sample_files, fast:
 @pytest.fixture()
 def graph(sample_files) -> tuple[ad.AnnData, ClusterSettings]:
     """Merged, normalised planted samples with PCA and neighbour graph."""
-    from mscflow.cluster import embed_graph
+    from mscflow.cluster.core import embed_graph
 
     adata = merge_sample_files(sample_files[0])
     normalise(adata, 1e4)
@@ -201,7 +201,7 @@ def test_umap_in_its_own_process_equals_umap_in_process(graph, approximate_above
     import scanpy as sc
     from threadpoolctl import threadpool_limits
 
-    from mscflow.cluster import run_umap, umap_alongside
+    from mscflow.cluster.core import run_umap, umap_alongside
 
     adata, settings = graph
     settings = dataclasses.replace(settings, approximate_neighbors_above=approximate_above)
@@ -229,7 +229,7 @@ def test_spectral_start_by_lobpcg_finds_arpacks_eigenvectors(graph) -> None:
     from scipy.sparse.csgraph import connected_components
     from umap import spectral
 
-    from mscflow.cluster import spectral_solver, umap_spectral_solver
+    from mscflow.cluster.core import spectral_solver, umap_spectral_solver
 
     adata, settings = graph
     assert spectral_solver(settings, 200_000) == "eigsh"
@@ -250,7 +250,7 @@ def test_spectral_start_by_lobpcg_finds_arpacks_eigenvectors(graph) -> None:
 
 @pytest.mark.slow
 def test_umap_process_failure_is_reported(graph) -> None:
-    from mscflow.cluster import umap_alongside
+    from mscflow.cluster.core import umap_alongside
 
     adata, settings = graph
     with pytest.raises(RuntimeError, match="UMAP process failed"):
@@ -266,7 +266,7 @@ def test_sparse_scaled_pca_equals_scanpy_scale_then_pca(max_value) -> None:
     """cluster.scale: z-scored, clipped genes without densifying give scanpy's PCA."""
     import scanpy as sc
 
-    from mscflow.cluster import pca
+    from mscflow.cluster.core import pca
 
     rng = np.random.default_rng(0)
     rate = rng.gamma(0.3, 1, (1, 300)) * rng.lognormal(0, 0.5, (600, 1))
@@ -296,7 +296,7 @@ def test_auto_search_is_exact_below_the_threshold_and_approximate_above() -> Non
     """neighbors_method auto: brute force up to approximate_neighbors_above cells (the same
     graph as "brute"), pynndescent above it, finding >= 95 % of the exact neighbours, seeded
     (a rerun gives the same graph)."""
-    from mscflow.cluster import neighbour_search, neighbours
+    from mscflow.cluster.core import neighbour_search, neighbours
 
     rng = np.random.default_rng(7)
     centres = rng.normal(scale=4.0, size=(12, 20))
@@ -332,8 +332,8 @@ def test_auto_search_is_exact_below_the_threshold_and_approximate_above() -> Non
 def test_blocked_randomized_pca_matches_exact_pca(sample_files, monkeypatch) -> None:
     """The randomised PCA on blocks of cells (pca_solver randomized_blocks) finds the
     components of an exact SVD of the scaled, capped, centred HVG matrix."""
-    import mscflow.blocked_pca as blocked
-    from mscflow.hvg import highly_variable_genes
+    import mscflow.cluster.blocked_pca as blocked
+    from mscflow.cluster.hvg import highly_variable_genes
 
     monkeypatch.setattr(blocked, "BLOCK_CELLS", 333)  # many blocks, the last one short
     adata = merge_sample_files(sample_files[0])

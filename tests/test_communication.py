@@ -13,7 +13,14 @@ import pytest
 import scipy.sparse as sp
 from conftest import TABULA_MURIS
 
-from mscflow.communication import (
+from mscflow.communication.contrast import (
+    FAMILY_FOCUS,
+    TissueInteractions,
+    add_response,
+    interaction_tests,
+    replicate_tests_batched,
+)
+from mscflow.communication.sample import (
     KEYS,
     CommunicationSettings,
     cell_type_expression,
@@ -23,13 +30,6 @@ from mscflow.communication import (
     read_sample_cells,
     resolve_focus,
     resource_genes,
-)
-from mscflow.communication_contrast import (
-    FAMILY_FOCUS,
-    TissueInteractions,
-    add_response,
-    interaction_tests,
-    replicate_tests_batched,
 )
 from mscflow.contrast import (
     Contrast,
@@ -353,7 +353,7 @@ def test_no_planted_effect_calls_few_interactions(gene_universe, mouse_resource)
 
 
 def test_focus_restrictions_and_absent_senders(liver_tests, mouse_resource) -> None:
-    from mscflow.communication_contrast import focus_problems_in_tissues
+    from mscflow.communication.contrast import focus_problems_in_tissues
 
     expr, _, sheet, _, _ = liver_tests
     axes = settings(focus_axes=[{"name": "IL-10", "ligands": ["Il10"],
@@ -373,7 +373,7 @@ def test_focus_restrictions_and_absent_senders(liver_tests, mouse_resource) -> N
 
 
 def test_usage_and_focus_pair_tables_list_every_row(liver_tests, mouse_resource) -> None:
-    from mscflow.communication_contrast import cell_type_usage, focus_pair_table
+    from mscflow.communication.contrast import cell_type_usage, focus_pair_table
 
     expr = liver_tests[0]
     left_out = pd.DataFrame([{"kind": "cell_type", "tissue": "liver", "sample": "liver_MSC_1",
@@ -471,7 +471,7 @@ def test_tissue_interactions_keep_counts_of_left_out_types(gene_universe, mouse_
 
 
 def test_focus_plots_draw_the_tested_axes(liver_tests) -> None:
-    from mscflow.plotting_communication import focus_dotplot, focus_heatmap, focus_units
+    from mscflow.communication.plots import focus_dotplot, focus_heatmap, focus_units
 
     _, _, _, table, _ = liver_tests
     units = focus_units(table, "liver_MSC")
@@ -494,7 +494,7 @@ def test_tabula_muris_lung_channel_runs_with_real_symbols(mouse_resource) -> Non
     expression tables agree; small clusters are listed, not dropped silently."""
     import scanpy as sc
 
-    from mscflow.io import read_sample
+    from mscflow.inputs.readers import read_sample
 
     adata = read_sample(TABULA_MURIS, "10x_mtx", sample="tm")
     adata = adata[adata.obs_names != adata.obs_names[adata.X.sum(axis=1).A1.argmax()]].copy()

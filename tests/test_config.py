@@ -10,15 +10,15 @@ import pytest
 import yaml
 
 from mscflow import config as cfg
-from mscflow.annotate import AnnotationSettings
-from mscflow.cluster import ClusterSettings
+from mscflow.annotate.core import AnnotationSettings
+from mscflow.cluster.core import ClusterSettings
 from mscflow.contrast import ContrastSettings
 from mscflow.errors import ConfigError, SampleSheetError
-from mscflow.fetch import FetchSettings
 from mscflow.genesets import GeneSetSettings
-from mscflow.qc import QCSettings
-from mscflow.samplesheet import read_sample_sheet
-from mscflow.scoring import ScoringSettings
+from mscflow.inputs.fetch import FetchSettings
+from mscflow.inputs.samplesheet import read_sample_sheet
+from mscflow.qc.core import QCSettings
+from mscflow.scoring.core import ScoringSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = [QCSettings, ClusterSettings, GeneSetSettings, ScoringSettings, AnnotationSettings,

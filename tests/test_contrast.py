@@ -21,6 +21,7 @@ from mscflow import contrast as C
 from mscflow.config import section_schema
 from mscflow.contrast.stats import _mwu_null_cdf
 from mscflow.errors import ConfigError
+from mscflow.plotting import save
 
 TYPES = {
     "lung": ["macrophage", "T_cell", "endothelial", "AT2"],
@@ -502,7 +503,7 @@ def _qc_files(adata, folder: Path) -> list[Path]:
 def test_pseudobulk_from_qc_files_equals_pseudobulk_of_the_counts_layer(synth, tmp_path):
     """The rule sums counts read from the per-sample QC files (the annotated file keeps no
     counts): the same tables, cell for cell, as summing a counts layer."""
-    from mscflow.sample_counts import counts_matrix
+    from mscflow.inputs.sample_counts import counts_matrix
 
     adata, _, _ = synth
     paths = _qc_files(adata, tmp_path)
@@ -569,27 +570,27 @@ def test_tsv_bytes_match_the_old_writer(tmp_path):
 
 
 def test_plots_render(tmp_path, results, synth):
-    from mscflow import plotting_contrast as P
+    from mscflow.contrast import plots as P
 
     _, _, sets = synth
     fig = P.forest_plot(results["shifts"])
     assert len(fig.axes) == 2
-    P.save_figure(fig, tmp_path / "forest.png")
+    save(fig, tmp_path / "forest.png", dpi=120)
     props = C.composition_counts(synth[0].obs)
     fig = P.composition_bars(props, results["composition"])
     liver = next(ax for ax in fig.axes if ax.get_title() == "liver")
     legend = [t.get_text() for t in liver.get_legend().get_texts()]
     assert "MoMF *" in legend
-    P.save_figure(fig, tmp_path / "comp.png")
+    save(fig, tmp_path / "comp.png", dpi=120)
     fig = P.volcano_plot(results["de"], "liver_MSC_vs_control")
     assert sum(ax.axison for ax in fig.axes) == 5
-    P.save_figure(fig, tmp_path / "volcano.png")
+    save(fig, tmp_path / "volcano.png", dpi=120)
     names = C.gsea_sets_for_plot(results["gsea"], ["efferocytosis", "il10"])
     assert names == list(PLANTED_SETS)
     fig = P.gsea_enrichment_plot(results["de"], results["gsea"], sets,
                                  "lung_MSC_vs_control", names)
     assert len(fig.axes) == 4 * 2
-    P.save_figure(fig, tmp_path / "gsea.png")
+    save(fig, tmp_path / "gsea.png", dpi=120)
     for f in ("forest", "comp", "volcano", "gsea"):
         assert (tmp_path / f"{f}.png").stat().st_size > 5000
 

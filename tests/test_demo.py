@@ -11,16 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mscflow.demo import (
-    DOUBLET_KINDS,
-    SIMILAR_PAIRS,
-    DemoModel,
-    DemoSpec,
-    batch_of,
-    generate_demo,
-)
+from mscflow.demo.model import DOUBLET_KINDS, SIMILAR_PAIRS, DemoModel, DemoSpec, batch_of
+from mscflow.demo.simulate import generate_demo
 from mscflow.genesets import read_gmt
-from mscflow.io import read_sample
+from mscflow.inputs.readers import read_sample
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = REPO / "resources" / "genesets"

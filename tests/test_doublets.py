@@ -12,22 +12,23 @@ import scanpy as sc
 from conftest import TABULA_MURIS
 from scipy import sparse
 
-from mscflow.demo import DemoSpec, generate_demo
-from mscflow.doublet_classifier import (
+from mscflow.demo.model import DemoSpec
+from mscflow.demo.simulate import generate_demo
+from mscflow.errors import ConfigError
+from mscflow.genesets import read_gmt
+from mscflow.inputs.readers import prefix_barcodes, read_sample
+from mscflow.qc.core import QCSettings, add_qc_metrics, flag_outliers, run_sample_qc
+from mscflow.qc.doublet_classifier import (
     DoubletClassifierSettings,
     artificial_pairs,
     choose_threshold,
     classify_doublets,
     make_artificial,
 )
-from mscflow.doublet_clusters import doublet_cluster_figure, doublet_cluster_table
-from mscflow.doublet_simulation import real_templates, simulate_sample
-from mscflow.doublets import expected_doublet_rate, hvg_mask, nearest_singlets, scrublet_fast
-from mscflow.errors import ConfigError
-from mscflow.genesets import read_gmt
-from mscflow.io import prefix_barcodes, read_sample
-from mscflow.plotting import doublet_scores
-from mscflow.qc import QCSettings, add_qc_metrics, flag_outliers, run_sample_qc
+from mscflow.qc.doublet_clusters import doublet_cluster_figure, doublet_cluster_table
+from mscflow.qc.doublet_simulation import real_templates, simulate_sample
+from mscflow.qc.doublets import expected_doublet_rate, hvg_mask, nearest_singlets, scrublet_fast
+from mscflow.qc.plots import doublet_scores
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFIER = DoubletClassifierSettings.from_config({})

@@ -265,8 +265,8 @@ def test_parse_time_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case
     directly: each case stops with its message naming the key, sheet or file."""
     import yaml
 
-    from mscflow.config import prepare_run
     from mscflow.errors import MscflowError
+    from mscflow.run import prepare_run
 
     workdir = _parse_workdir(tmp_path / "w", case_id)
     monkeypatch.chdir(workdir)
@@ -302,7 +302,7 @@ def test_parse_time_errors_stop_snakemake_before_any_job(tmp_path: Path, case_id
 
 def test_hostile_ids_never_leave_results(tmp_path: Path) -> None:
     """Every unsafe id is refused by the reader itself (not only the schema)."""
-    from mscflow.samplesheet import SampleSheetError, read_sample_sheet
+    from mscflow.inputs.samplesheet import SampleSheetError, read_sample_sheet
 
     for sample in ("../x", "a/b", "/etc", "..", "a b", "a\\b", "-x", "x;y", "$(id)", "`id`",
                    "a|b", "a>b", "~root", "a*", "", "é" * 3, "x" * 101, ".hidden", "_x"):
@@ -342,7 +342,8 @@ def _write_h5ad(adata, path: Path) -> Path:
     ("data-empty", [[0.0, 0.0], [0.0, 0.0]]),
 ])
 def test_counts_must_be_raw(tmp_path: Path, case_id: str, x) -> None:
-    from mscflow.io import InputDataError, read_sample
+    from mscflow.errors import InputDataError
+    from mscflow.inputs.readers import read_sample
 
     path = _write_h5ad(_adata(x), tmp_path / "s.h5ad")
     with pytest.raises(InputDataError) as err:
@@ -352,7 +353,8 @@ def test_counts_must_be_raw(tmp_path: Path, case_id: str, x) -> None:
 
 
 def test_duplicate_barcodes_and_genes(tmp_path: Path) -> None:
-    from mscflow.io import InputDataError, read_sample
+    from mscflow.errors import InputDataError
+    from mscflow.inputs.readers import read_sample
 
     dup_bc = _write_h5ad(_adata([[1, 2], [3, 4]], obs_names=["AAAC-1", "AAAC-1"]),
                          tmp_path / "bc.h5ad")
@@ -390,7 +392,7 @@ def test_10x_symbols_made_unique_and_barcodes_prefixed_per_sample(tmp_path: Path
     """Repeated 10x symbols get suffixes; equal barcodes of two samples stay two cells."""
     import anndata as ad
 
-    from mscflow.io import prefix_barcodes, read_sample
+    from mscflow.inputs.readers import prefix_barcodes, read_sample
 
     a = read_sample(_write_mtx(tmp_path / "a"), "10x_mtx", sample="lung_1")
     b = read_sample(_write_mtx(tmp_path / "b"), "10x_mtx", sample="lung_2")
@@ -406,7 +408,8 @@ def test_10x_symbols_made_unique_and_barcodes_prefixed_per_sample(tmp_path: Path
 
 @pytest.mark.parametrize("fmt", ["10x_h5", "h5ad", "10x_mtx"])
 def test_truncated_files(tmp_path: Path, fmt: str) -> None:
-    from mscflow.io import InputDataError, read_sample
+    from mscflow.errors import InputDataError
+    from mscflow.inputs.readers import read_sample
 
     if fmt == "10x_mtx":
         path = _write_mtx(tmp_path / "m", n_cells=200)
@@ -424,7 +427,8 @@ def test_truncated_files(tmp_path: Path, fmt: str) -> None:
 
 
 def test_format_not_matching_file(tmp_path: Path) -> None:
-    from mscflow.io import InputDataError, read_sample
+    from mscflow.errors import InputDataError
+    from mscflow.inputs.readers import read_sample
 
     path = tmp_path / "s.h5ad"
     path.write_text("barcode,Actb\nAAAC-1,3\n")
@@ -436,7 +440,8 @@ def test_format_not_matching_file(tmp_path: Path) -> None:
 
 
 def test_species_check() -> None:
-    from mscflow.io import InputDataError, check_species
+    from mscflow.errors import InputDataError
+    from mscflow.inputs.readers import check_species
 
     human = _adata([[1] * 40], var_names=[f"GENE{i}" for i in range(38)] + ["MT-CO1", "ACTB"])
     with pytest.raises(InputDataError) as err:
@@ -477,7 +482,7 @@ def test_gene_set_functions(tmp_path: Path) -> None:
                         set_species="mouse", data_species="mouse", min_genes=3)
     assert_message("gmt-too-few-genes", str(err.value))
     assert "'tiny': 1 of 3 found" in str(err.value)
-    from mscflow.annotate import candidate_labels
+    from mscflow.annotate.core import candidate_labels
 
     with pytest.raises(ValueError) as err:
         candidate_labels(["alveolar_macrophage"], ["lung", "liver"],
@@ -538,8 +543,8 @@ def test_public_file_errors_before_any_job(tmp_path: Path, monkeypatch: pytest.M
     import yaml
     from conftest import make_workdir
 
-    from mscflow.config import prepare_run
     from mscflow.errors import MscflowError
+    from mscflow.run import prepare_run
 
     workdir = make_workdir(tmp_path / "w", with_contrasts=False)
     pd.DataFrame(PUBLIC_SETUPS[case_id]).to_csv(workdir / "config" / "samples.tsv",
@@ -560,7 +565,8 @@ def test_public_file_errors_before_any_job(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_normalised_x_with_counts_in_raw() -> None:
-    from mscflow.io import InputDataError, read_sample
+    from mscflow.errors import InputDataError
+    from mscflow.inputs.readers import read_sample
 
     with pytest.raises(InputDataError) as err:
         read_sample(CELLXGENE, "h5ad", sample="D1", obs_filter="donor_id=D1",
@@ -645,7 +651,7 @@ def test_fuzz_sample_sheet(tmp_path_factory: pytest.TempPathFactory) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from mscflow.samplesheet import SampleSheetError, check_samples, read_sample_sheet
+    from mscflow.inputs.samplesheet import SampleSheetError, check_samples, read_sample_sheet
 
     folder = tmp_path_factory.mktemp("fuzz_sheet")
 

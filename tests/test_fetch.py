@@ -1,4 +1,4 @@
-"""Tests for mscflow.fetch against a real HTTP server on 127.0.0.1 (never the internet)."""
+"""Tests for mscflow.inputs.fetch against a real HTTP server on 127.0.0.1 (never the internet)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from mscflow import fetch
 from mscflow.errors import ConfigError, SampleSheetError
-from mscflow.io import read_sample
-from mscflow.samplesheet import read_sample_sheet
+from mscflow.inputs import fetch
+from mscflow.inputs.readers import read_sample
+from mscflow.inputs.samplesheet import read_sample_sheet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import make_workdir  # noqa: E402
@@ -385,7 +385,7 @@ def test_progress_bar_with_size_and_rate_in_the_log(tmp_path, caplog, monkeypatc
     monkeypatch.setattr(fetch, "PROGRESS_DELAY_S", 0.0)
     monkeypatch.setattr(fetch, "PROGRESS_INTERVAL_S", 0.0)
     data = os.urandom(3 << 20)
-    with FaultyServer() as srv, caplog.at_level("INFO", logger="mscflow.fetch"):
+    with FaultyServer() as srv, caplog.at_level("INFO", logger="mscflow.inputs.fetch"):
         url = srv.add("/big.bin", data)
         fetch.download(url, tmp_path / "cache" / sha(data) / "big.bin", sha(data), sample="s",
                        settings=fast(tmp_path))
@@ -493,7 +493,7 @@ def test_sheet_validation_messages(tmp_path):
     assert fetch.url_samples([good, {"sample": "local", "path": "p"}])["a"].fmt == "h5ad"
     bad_cases = [
         ({**good, "url": "ftp://h/x"}, "not an http"),
-        ({**good, "sha256": "TO_VERIFY"}, "python -m mscflow.fetch hash"),
+        ({**good, "sha256": "TO_VERIFY"}, "python -m mscflow.inputs.fetch hash"),
         ({**good, "format": "csv"}, "format 'csv'"),
         ({**good, "path": "/data/x.h5ad"}, "both `path` and `url`"),
         ({**good, "url": "https://h/a https://h/b"}, "holds 2 URLs"),

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from mscflow import contrast
-from mscflow.findings import (
+from mscflow.report.findings import (
     FindingSettings,
     findings_html,
     findings_records,
@@ -404,7 +404,7 @@ def test_a_new_stage_appears_without_code_changes_and_nulls_say_what_was_detecta
 
 
 def test_long_lists_are_cut_and_counted(tables, monkeypatch) -> None:
-    import mscflow.findings as findings
+    import mscflow.report.findings as findings
 
     monkeypatch.setattr(findings, "MAX_UNITS_SHOWN", 1)
     page = findings_html([result_table("score_shifts", tables["score_shifts"])], SETTINGS)
@@ -418,7 +418,7 @@ def test_units_below_the_minimum_effect_or_called_on_a_secondary_metric_are_coun
     """The page names a unit only when its primary metric (here the mean score) is called
     with at least ``findings_min_effect``; the other called units are counted in a note whose
     numbers the checker reads back, and findings.tsv marks them ``named`` False."""
-    from mscflow.findings import named_calls, primary_metric
+    from mscflow.report.findings import named_calls, primary_metric
 
     shifts = tables["score_shifts"].copy()
     called = shifts["significant"] & (shifts["status"] == "tested")
@@ -480,7 +480,7 @@ def test_no_contrast_gives_a_page_that_says_so() -> None:
 def test_overview_heatmap_marks_calls_and_greys_untested_pairs(tables) -> None:
     import matplotlib.pyplot as plt
 
-    from mscflow.plotting_findings import overview_heatmap
+    from mscflow.report.findings_plots import overview_heatmap
 
     shifts = tables["score_shifts"].copy()
     shifts.loc[shifts["cell_type"] == "at2", "status"] = "skipped"
@@ -498,8 +498,8 @@ def test_overview_heatmap_marks_calls_and_greys_untested_pairs(tables) -> None:
 
 
 def test_findings_stage_embeds_the_figure_it_returns(tables, tmp_path) -> None:
-    from mscflow.findings import findings_stage
-    from mscflow.plotting_findings import figure_png
+    from mscflow.report.findings import findings_stage
+    from mscflow.report.findings_plots import figure_png
 
     paths = {}
     for name in ("score_shifts", "composition"):

@@ -11,7 +11,7 @@ import scanpy as sc
 from conftest import TABULA_MURIS
 from scipy import sparse
 
-from mscflow.hvg import BLOCK_CELLS, highly_variable_genes
+from mscflow.cluster.hvg import BLOCK_CELLS, highly_variable_genes
 
 
 def lognormalised(counts: sparse.csr_matrix, batches: np.ndarray) -> ad.AnnData:

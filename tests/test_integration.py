@@ -12,10 +12,15 @@ import pytest
 from scipy import sparse
 from sklearn.metrics import adjusted_rand_score
 
-from mscflow.cluster import ClusterSettings, embed_and_cluster, leiden_key, merge_samples, normalise
-from mscflow.errors import ConfigError, InputDataError, SampleSheetError
-from mscflow.integration import batch_key, integrate, resolve_batch_key
-from mscflow.integration_metrics import (
+from mscflow.cluster.core import (
+    ClusterSettings,
+    embed_and_cluster,
+    leiden_key,
+    merge_samples,
+    normalise,
+)
+from mscflow.cluster.integration import batch_key, integrate, resolve_batch_key
+from mscflow.cluster.integration_metrics import (
     batch_asw,
     before_after_figure,
     celltype_asw,
@@ -27,6 +32,7 @@ from mscflow.integration_metrics import (
     lisi,
     single_type_batches,
 )
+from mscflow.errors import ConfigError, InputDataError, SampleSheetError
 
 N_GROUPS = 4
 
@@ -166,7 +172,7 @@ def test_harmony_corrects_the_pca_in_place() -> None:
     """Harmony on the PCA of the synthetic batches: mixed, deterministic, PCA kept."""
     import scanpy as sc
 
-    from mscflow.cluster import pca as cluster_pca
+    from mscflow.cluster.core import pca as cluster_pca
 
     adata = batch_data(n_cells=200)
     sc.pp.highly_variable_genes(adata, n_top_genes=300, flavor="seurat", batch_key="sample")
@@ -190,7 +196,7 @@ def test_one_batch_is_skipped_and_logged(caplog: pytest.LogCaptureFixture) -> No
     import scanpy as sc
 
     sc.pp.pca(adata, n_comps=10)
-    with caplog.at_level(logging.INFO, logger="mscflow.integration"):
+    with caplog.at_level(logging.INFO, logger="mscflow.cluster.integration"):
         done = integrate(adata, settings.integration, batch_key="batch", n_neighbors=15,
                          n_jobs=1, random_state=0)
     assert done.method == "none" and done.requested == "harmony"
@@ -207,7 +213,7 @@ def test_small_batches_stop_bbknn_and_warn_harmony(caplog: pytest.LogCaptureFixt
     with pytest.raises(InputDataError, match=r"batch\(es\) 'b1' \(3 cells\)"):
         integrate(adata, settings_for("bbknn").integration, batch_key="batch",
                   n_neighbors=15, n_jobs=1, random_state=0)
-    with caplog.at_level(logging.WARNING, logger="mscflow.integration"):
+    with caplog.at_level(logging.WARNING, logger="mscflow.cluster.integration"):
         integrate(adata, settings_for("harmony").integration, batch_key="batch",
                   n_neighbors=15, n_jobs=1, random_state=0)
     assert "'b1' (3 cells) have fewer cells than cluster.n_neighbors = 15" in caplog.text
@@ -223,7 +229,7 @@ def test_missing_batch_column_names_the_obs_columns() -> None:
 def test_scvi_without_the_extra_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from mscflow import integration
+    from mscflow.cluster import integration
 
     real = importlib.util.find_spec
     monkeypatch.setattr(integration.importlib.util, "find_spec",
@@ -240,7 +246,7 @@ def test_scvi_latent_mixes_batches_and_is_reproducible() -> None:
     pytest.importorskip("scvi", reason='scvi-tools not installed (pip install -e ".[scvi]")')
     import scanpy as sc
 
-    from mscflow.integration import ScviSettings, run_scvi
+    from mscflow.cluster.integration import ScviSettings, run_scvi
 
     adata = batch_data(n_samples=2, n_cells=300)
     sc.pp.highly_variable_genes(adata, n_top_genes=300)
@@ -330,7 +336,7 @@ def test_asw_follows_scib() -> None:
 def test_single_type_batch_is_named(caplog: pytest.LogCaptureFixture) -> None:
     batches = pd.Series(["r1"] * 4 + ["r2"] * 4)
     types = pd.Series(["T", "B", "T", "B", "T", "T", "T", "T"])
-    with caplog.at_level(logging.WARNING, logger="mscflow.integration_metrics"):
+    with caplog.at_level(logging.WARNING, logger="mscflow.cluster.integration_metrics"):
         assert single_type_batches(batches, types) == ["r2"]
     assert "batch 'r2' holds only cell type 'T'" in caplog.text
 
@@ -375,7 +381,7 @@ def test_umap_process_uses_the_integrated_graph(clustered) -> None:
     import scanpy as sc
     from threadpoolctl import threadpool_limits
 
-    from mscflow.cluster import umap_alongside
+    from mscflow.cluster.core import umap_alongside
 
     adata = clustered["harmony"].copy()
     settings = settings_for("harmony")

@@ -27,12 +27,12 @@ import scipy.io
 import scipy.sparse as sp
 import yaml
 
-from mscflow import fetch, presets
 from mscflow.errors import ConfigError
-from mscflow.lockfile import LockFile, check_cached, stamp_path
-from mscflow.resolve import PresetError, RecordFile, RecordSample, sheet_rows
-from mscflow.resolve.base import listing_links
-from mscflow.resolve.geo import https_url, parse_filelist, parse_series_matrix, series_url
+from mscflow.inputs import fetch, presets
+from mscflow.inputs.lockfile import LockFile, check_cached, stamp_path
+from mscflow.inputs.resolve import PresetError, RecordFile, RecordSample, sheet_rows
+from mscflow.inputs.resolve.base import listing_links
+from mscflow.inputs.resolve.geo import https_url, parse_filelist, parse_series_matrix, series_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import make_workdir, run_snakemake  # noqa: E402

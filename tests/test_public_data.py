@@ -17,9 +17,9 @@ import scanpy as sc
 import scipy.sparse as sp
 from conftest import REPO, TABULA_MURIS
 
-from mscflow import matrixfiles
 from mscflow.errors import InputDataError
-from mscflow.readers import read_sample
+from mscflow.inputs import matrixfiles
+from mscflow.inputs.readers import read_sample
 
 PUBLIC = REPO / "tests" / "data" / "public"
 CELLXGENE = PUBLIC / "tm_lung_cellxgene.h5ad"
@@ -66,7 +66,7 @@ def test_restricted_and_float_and_loom_layouts_give_the_channel(
     hvg = read_sample(HVG, "h5ad", sample="hvg", layer="counts")
     assert hvg.n_vars == 2000
     assert_same_counts(hvg, channel)
-    with caplog.at_level(logging.INFO, logger="mscflow.matrixfiles"):
+    with caplog.at_level(logging.INFO, logger="mscflow.inputs.matrixfiles"):
         roundoff = read_sample(ROUNDOFF, "h5ad", sample="float_1")
     assert_same_counts(roundoff, channel)
     said = [r.message for r in caplog.records if "round-off" in r.message]
@@ -124,7 +124,7 @@ def test_var_symbols_repeats_suffixed_and_missing_kept(tmp_path: Path, caplog) -
                        index=["ENSMUSG0000001", "ENSMUSG0000002", "ENSMUSG0000003",
                               "ENSMUSG0000004"])
     path = _h5ad(tmp_path, [[1, 2, 3, 4]], var=var)
-    with caplog.at_level(logging.INFO, logger="mscflow.readers"):
+    with caplog.at_level(logging.INFO, logger="mscflow.inputs.readers"):
         adata = read_sample(path, "h5ad", sample="s", var_symbols="feature_name")
     assert list(adata.var_names) == ["Actb", "Actb-1", "ENSMUSG0000003", "Cd68"]
     assert "suffixed -1, -2... as scanpy's var_names_make_unique does" in caplog.text
@@ -173,7 +173,7 @@ def test_csc_and_legacy_layouts_read(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- authors' labels
 def test_label_columns_and_crosstab() -> None:
-    from mscflow.labels import author_label_columns, compare_labels, is_label_column
+    from mscflow.annotate.labels import author_label_columns, compare_labels, is_label_column
 
     assert author_label_columns(["cell_type,donor_id", "cell_type;free_annotation",
                                  "", "cell_type_ontology_term_id"]) == [
@@ -197,7 +197,7 @@ def test_label_columns_and_crosstab() -> None:
 
 # ---------------------------------------------------------------- sample-sheet checks
 def _sheet(tmp_path: Path, rows: list[dict]) -> pd.DataFrame:
-    from mscflow.samplesheet import read_sample_sheet
+    from mscflow.inputs.samplesheet import read_sample_sheet
 
     base = {"tissue": "lung", "condition": "control", "replicate": "1", "species": "mouse",
             "path": str(CELLXGENE), "format": "h5ad", "layer": "raw",
@@ -208,7 +208,7 @@ def _sheet(tmp_path: Path, rows: list[dict]) -> pd.DataFrame:
 
 
 def test_sheet_of_donors_passes_and_shared_path_needs_filters(tmp_path: Path) -> None:
-    from mscflow.samplesheet import SampleSheetError, check_sample_files, check_samples
+    from mscflow.inputs.samplesheet import SampleSheetError, check_sample_files, check_samples
 
     sheet = _sheet(tmp_path, [{"sample": d, "obs_filter": f"donor_id={d}",
                                "keep_obs": "cell_type"} for d in DONORS])
@@ -224,8 +224,8 @@ def test_sheet_of_donors_passes_and_shared_path_needs_filters(tmp_path: Path) ->
 def test_samples_without_a_kept_column_still_merge_with_it(tmp_path: Path) -> None:
     """Samples are merged on the obs columns they share: a sample whose file lacks a
     keep_obs column carries it empty, so the published labels survive the merge."""
-    from mscflow.readers import add_published_columns
-    from mscflow.samplesheet import reading_options
+    from mscflow.inputs.readers import add_published_columns
+    from mscflow.inputs.samplesheet import reading_options
 
     sheet = _sheet(tmp_path, [{"sample": "D1", "obs_filter": "donor_id=D1",
                                "keep_obs": "cell_type"},
@@ -264,9 +264,9 @@ def _genesets_settings():
 def _labels(counts: ad.AnnData) -> tuple[pd.Series, dict[str, str]]:
     """The scoring and annotation steps of the workflow on fixed Leiden clusters of
     ``counts``: the cluster-level cell_type per cell, and the marker sets dropped."""
-    from mscflow.annotate import AnnotationSettings, annotate_stage
+    from mscflow.annotate.core import AnnotationSettings, annotate_stage
     from mscflow.genesets import library_stage
-    from mscflow.scoring import ScoringSettings, score_library
+    from mscflow.scoring.core import ScoringSettings, score_library
 
     adata = counts.copy()
     sc.pp.normalize_total(adata, target_sum=1e4)
@@ -313,7 +313,7 @@ def test_qc_requests_follow_each_donors_share_of_a_shared_file(tmp_path: Path) -
     from conftest import make_workdir, run_snakemake
 
     from mscflow.cli import main as mscflow_main
-    from mscflow.readers import selected_share
+    from mscflow.inputs.readers import selected_share
     from mscflow.resources import SNAKEMAKE_JOBSTEP_MB
 
     donors = ad.read_h5ad(CELLXGENE, backed="r").obs["donor_id"].astype(str)

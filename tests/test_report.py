@@ -24,7 +24,8 @@ import pytest
 from conftest import REPO, run_snakemake
 
 from mscflow import plotting
-from mscflow.report import (
+from mscflow.cluster import plots as cluster_plots
+from mscflow.report.overview import (
     CONFIG_COLUMNS,
     RUN_INFO_COLUMNS,
     SAMPLES_OVERVIEW_COLUMNS,
@@ -36,6 +37,8 @@ from mscflow.report import (
     samples_overview,
     software_versions,
 )
+from mscflow.scoring import plots as scoring_plots
+from mscflow.vocab import CELL_TYPE_ORDER
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 MAX_REPORT_BYTES = 25 * 1024 * 1024
@@ -87,7 +90,7 @@ def test_condition_palette_fixed_controls_first_and_distinct() -> None:
 
 
 def test_cell_type_palette_is_fixed_and_distinct() -> None:
-    full = plotting.cell_type_palette(list(plotting.CELL_TYPE_ORDER) + ["new_type"])
+    full = plotting.cell_type_palette(list(CELL_TYPE_ORDER) + ["new_type"])
     assert len(set(full.values())) == len(full)
     some = plotting.cell_type_palette(["t_cell", "kupffer_cell"])
     assert some["t_cell"] == full["t_cell"] and some["kupffer_cell"] == full["kupffer_cell"]
@@ -109,7 +112,7 @@ def _mean_scores_table() -> pd.DataFrame:
 
 
 def test_cell_type_means_pool_clusters_then_average_samples() -> None:
-    means = plotting.cell_type_means(_mean_scores_table()).set_index(
+    means = scoring_plots.cell_type_means(_mean_scores_table()).set_index(
         ["condition", "cell_type"])
     # s1: (30*1 + 10*3) / 40 = 1.5; s2: 0.0; samples weigh equally -> 0.75 (not 60/140).
     assert means.loc[("ctl", "A"), "mean_score"] == pytest.approx(0.75)
@@ -122,14 +125,14 @@ def test_mean_score_heatmap_shares_colour_scale_across_conditions() -> None:
     table = _mean_scores_table()
     limits = []
     for condition in ("ctl", "trt"):
-        fig = plotting.mean_score_heatmap(table, condition)
+        fig = scoring_plots.mean_score_heatmap(table, condition)
         mesh = fig.axes[0].collections[0]
         limits.append(mesh.get_clim())
         plt.close(fig)
     assert limits[0] == limits[1]
     assert limits[0][0] == -limits[0][1] > -np.inf
     with pytest.raises(ValueError, match="not in the mean score table"):
-        plotting.mean_score_heatmap(table, "absent")
+        scoring_plots.mean_score_heatmap(table, "absent")
 
 
 def test_resolution_comparison_draws_counts_and_ari(tmp_path: Path) -> None:
@@ -139,7 +142,7 @@ def test_resolution_comparison_draws_counts_and_ari(tmp_path: Path) -> None:
         "n_clusters_a": [5, 5, 9, 9], "n_clusters_b": [5, 9, 5, 9],
         "adjusted_rand_index": [1.0, 0.6, 0.6, 1.0],
     })
-    fig = plotting.resolution_comparison(agreement)
+    fig = cluster_plots.resolution_comparison(agreement)
     bars = [p.get_height() for p in fig.axes[0].patches]
     assert bars == [5, 9]
     assert "clusters" in fig.axes[0].get_ylabel()
@@ -180,7 +183,7 @@ def test_flatten_config_and_run_info() -> None:
 
 
 def test_software_versions_cover_the_computing_stack() -> None:
-    table = software_versions(["mscflow.cluster", "mscflow.plotting"])
+    table = software_versions(["mscflow.cluster.core", "mscflow.plotting"])
     direct = set(table.loc[table["role"] == "direct", "package"].str.lower())
     assert {"mscflow", "scanpy", "anndata", "numpy", "pandas", "leidenalg", "umap-learn",
             "scikit-learn", "matplotlib", "seaborn", "snakemake"} <= direct
@@ -206,7 +209,7 @@ def test_report_settings_are_the_schema_keys_with_the_schema_defaults() -> None:
     import dataclasses
 
     from mscflow.config import ConfigError, section_schema
-    from mscflow.report import ReportSettings
+    from mscflow.report.overview import ReportSettings
 
     schema = section_schema("report")["properties"]
     fields = {f.name for f in dataclasses.fields(ReportSettings)
@@ -222,7 +225,7 @@ def test_report_settings_are_the_schema_keys_with_the_schema_defaults() -> None:
 
 
 def test_stratified_subsample_keeps_each_stratum_share_and_is_seeded() -> None:
-    from mscflow.explorer import stratified_subsample
+    from mscflow.report.explorer import stratified_subsample
 
     strata = pd.Series(["a"] * 900 + ["b"] * 90 + ["c"] * 9 + ["d"])
     rows = stratified_subsample(strata, 100, seed=3)
@@ -235,7 +238,7 @@ def test_stratified_subsample_keeps_each_stratum_share_and_is_seeded() -> None:
 
 
 def test_quantise_keeps_values_to_a_65535th_of_their_range() -> None:
-    from mscflow.explorer import quantise
+    from mscflow.report.explorer import quantise
 
     values = np.array([0.0, 0.0, 1.234567, 3.0, 2.5])
     codes, lo, hi = quantise(values)
@@ -273,7 +276,7 @@ def _explorer_field(manifest: dict, data: bytes, name: str) -> np.ndarray:
 
 
 def test_explorer_page_embeds_plotly_and_every_field_offline() -> None:
-    from mscflow.explorer import explorer_data, explorer_html
+    from mscflow.report.explorer import explorer_data, explorer_html
 
     rng = np.random.default_rng(0)
     n = 400
@@ -347,9 +350,9 @@ def test_viewer_ready_export_passes_cellxgene_checks_after_a_round_trip(tmp_path
                                                                         monkeypatch) -> None:
     import anndata as ad
 
-    from mscflow import export
-    from mscflow.export import viewer_problems, viewer_ready
     from mscflow.io import write_h5ad_atomic
+    from mscflow.report import export
+    from mscflow.report.export import viewer_problems, viewer_ready
 
     monkeypatch.setattr(export, "MAX_CATEGORIES", 20)  # per-cell text stays plain strings
     source = _viewer_adata()
@@ -374,7 +377,7 @@ def test_viewer_ready_export_passes_cellxgene_checks_after_a_round_trip(tmp_path
 
 
 def test_viewer_problems_name_what_cellxgene_refuses() -> None:
-    from mscflow.export import viewer_problems, viewer_ready
+    from mscflow.report.export import viewer_problems, viewer_ready
 
     good = viewer_ready(_viewer_adata(), cluster_key="leiden_1", target_sum=1e4)
     cases = {

@@ -1,4 +1,5 @@
-"""Tests for mscflow.scoring: parity with scanpy/decoupler, brute-force references, chunking."""
+"""Tests for mscflow.scoring.core: parity with scanpy/decoupler, brute-force references,
+chunking."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mscflow.scoring import decoupler_n_up, score_gene_sets
+from mscflow.scoring.core import decoupler_n_up, score_gene_sets
 
 N_CELLS, N_GENES = 300, 400
 
@@ -370,7 +371,7 @@ def test_n_threads_does_not_change_results() -> None:
 
 @pytest.mark.parametrize("dense", [False, True])
 def test_precomputed_gene_means_give_identical_scores(dense: bool) -> None:
-    from mscflow.scoring import gene_means
+    from mscflow.scoring.core import gene_means
 
     x = make_matrix(seed=4)
     x = x.toarray() if dense else x
@@ -390,7 +391,7 @@ def test_rows_scored_with_the_whole_matrix_stats_equal_the_whole_scores(method: 
                                                                          tmp_path) -> None:
     """Per-sample jobs: parts of the rows, scored with the statistics of all rows (saved and
     loaded as the workflow passes them), give the one-call scores to the bit."""
-    from mscflow.scoring import GeneStats, gene_stats_for
+    from mscflow.scoring.core import GeneStats, gene_stats_for
 
     x = make_matrix(seed=8)
     sets, kw = make_sets(8), {"var_names": gene_names()}
@@ -403,7 +404,7 @@ def test_rows_scored_with_the_whole_matrix_stats_equal_the_whole_scores(method: 
 
 
 def test_gene_stats_must_fit_the_method_and_genes() -> None:
-    from mscflow.scoring import gene_stats_for
+    from mscflow.scoring.core import gene_stats_for
 
     x = make_matrix(seed=9)
     sets, kw = make_sets(9), {"var_names": gene_names()}
@@ -420,7 +421,7 @@ def test_gene_stats_must_fit_the_method_and_genes() -> None:
 
 
 def test_combine_sample_scores_orders_and_checks_cells() -> None:
-    from mscflow.scoring import combine_sample_scores
+    from mscflow.scoring.core import combine_sample_scores
 
     a = pd.DataFrame({"s": [1.0, 2.0]}, index=["c1", "c3"])
     b = pd.DataFrame({"s": [3.0]}, index=["c2"])

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import TABULA_MURIS, make_workdir, run_snakemake
 
-from mscflow.io import read_sample
+from mscflow.inputs.readers import read_sample
 
 
 def test_reads_as_10x_v3() -> None:
@@ -49,7 +49,7 @@ def test_scatter_gather_scoring_and_annotation_equal_one_job(method: str, tmp_pa
     import numpy as np
     import scanpy as sc
 
-    from mscflow.annotate import (
+    from mscflow.annotate.core import (
         AnnotationSettings,
         GroupExpression,
         annotate_stage,
@@ -58,7 +58,7 @@ def test_scatter_gather_scoring_and_annotation_equal_one_job(method: str, tmp_pa
     from mscflow.config import schema_defaults
     from mscflow.genesets import GeneSetSettings, library_stage
     from mscflow.io import write_h5ad_atomic, write_h5ad_with_obs
-    from mscflow.scoring import (
+    from mscflow.scoring.core import (
         ScoringSettings,
         combine_sample_scores,
         gene_stats_for,

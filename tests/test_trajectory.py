@@ -17,10 +17,10 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import spearmanr
 
-from mscflow import trajectory as tj
 from mscflow.config import section_schema
 from mscflow.contrast import ContrastSettings, parse_contrasts, permute_conditions
 from mscflow.errors import ConfigError, InputDataError
+from mscflow.trajectory import core as tj
 
 N_DIMS = 10
 TRUNK_END = 0.35
@@ -285,7 +285,7 @@ def test_disconnected_branch_is_reported(tmp_path: Path) -> None:
 def test_lineage_in_one_cluster_gets_pseudotime_and_an_edgeless_paga(tmp_path: Path) -> None:
     """A tissue whose lineage cells all sit in one of the run's clusters (the demo's lung)
     has nothing for PAGA to abstract: one group, no edges; pseudotime is still computed."""
-    from mscflow.plotting_trajectory import paga_figure
+    from mscflow.trajectory.plots import paga_figure
 
     h5ad, scores, _ = synthetic_run(tmp_path, cells=60, kupffer=0)
     adata = ad.read_h5ad(h5ad)
@@ -368,7 +368,7 @@ def test_read_lineage_takes_only_the_lineage_rows(liver) -> None:
 
 
 def test_figures_draw_every_tissue_and_branch(liver) -> None:
-    from mscflow.plotting_trajectory import (
+    from mscflow.trajectory.plots import (
         density_figure,
         paga_figure,
         programme_figure,

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mscflow.communication import (
+from mscflow.communication.contrast import FAMILY_FOCUS, interaction_tests
+from mscflow.communication.sample import (
     CommunicationSettings,
     communication_sample,
     load_resource,
     read_sample_cells,
     resolve_focus,
 )
-from mscflow.communication_contrast import FAMILY_FOCUS, interaction_tests
 from mscflow.contrast import ContrastSettings, parse_contrasts, permute_conditions
-from mscflow.samplesheet import read_sample_sheet
+from mscflow.inputs.samplesheet import read_sample_sheet
 
 COMM = Path("results/communication")
 

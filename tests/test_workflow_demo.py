@@ -81,11 +81,11 @@ def test_per_sample_jobs_give_the_single_job_results(demo_run: Path, tmp_path: P
     of the clustered object (the stage functions in memory) gives the same tables."""
     import yaml
 
-    from mscflow.annotate import AnnotationSettings, annotate_stage
+    from mscflow.annotate.core import AnnotationSettings, annotate_stage
     from mscflow.config import validate_config
     from mscflow.genesets import read_library
     from mscflow.io import write_table_atomic
-    from mscflow.scoring import ScoringSettings, score_library
+    from mscflow.scoring.core import ScoringSettings, score_library
 
     cfg = validate_config(yaml.safe_load((demo_run / "config/config.yaml").read_text()))
     clustered = ad.read_h5ad(demo_run / "results/cluster/clustered.h5ad")
@@ -180,7 +180,7 @@ def test_contrasts_find_planted_effects_and_few_others(demo_run: Path) -> None:
 
 def test_permuted_conditions_call_at_most_the_nominal_rate(demo_run: Path) -> None:
     from mscflow import contrast
-    from mscflow.samplesheet import read_sample_sheet
+    from mscflow.inputs.samplesheet import read_sample_sheet
 
     samples = read_sample_sheet(demo_run / "config/samples.tsv")
     obs = ad.read_h5ad(demo_run / "results/annotate/annotated.h5ad", backed="r").obs.copy()

@@ -24,7 +24,7 @@ def truth_table(run: Path) -> pd.DataFrame:
 
 def run_settings(run: Path):
     """The run's ClusterSettings (validated config, schema defaults filled)."""
-    from mscflow.cluster import ClusterSettings
+    from mscflow.cluster.core import ClusterSettings
     from mscflow.config import validate_config
 
     cfg = validate_config(yaml.safe_load((run / "config/config.yaml").read_text()))
@@ -57,7 +57,7 @@ def test_harmony_mixes_the_demo_batches_and_keeps_cell_types(demo_run: Path) -> 
 def test_without_integration_cell_types_split_by_batch(demo_run: Path) -> None:
     """The clustering the run would have made without integration (same PCA, graph
     settings and seed) puts the cells of one type into clusters of one batch each."""
-    from mscflow.integration_metrics import uncorrected_graph
+    from mscflow.cluster.integration_metrics import uncorrected_graph
 
     adata = ad.read_h5ad(demo_run / "results/annotate/annotated.h5ad", backed="r")
     plain = uncorrected_graph(adata, run_settings(demo_run))

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from conftest import REPO, TABULA_MURIS, make_workdir, run_snakemake
 
 from mscflow.cli import main as mscflow_main
-from mscflow.sample_counts import counts_matrix
+from mscflow.inputs.sample_counts import counts_matrix
 
 PUBLIC = REPO / "tests" / "data" / "public"
 CELLXGENE = PUBLIC / "tm_lung_cellxgene.h5ad"

@@ -137,8 +137,8 @@ def test_every_number_of_the_demo_findings_is_in_a_result_table(demo_run: Path) 
 def test_export_is_laid_out_for_cellxgene(demo_run: Path) -> None:
     import anndata as ad
 
-    from mscflow.export import viewer_problems
-    from mscflow.sample_counts import counts_matrix
+    from mscflow.inputs.sample_counts import counts_matrix
+    from mscflow.report.export import viewer_problems
 
     path = demo_run / "results/export/annotated_cellxgene.h5ad"
     export = ad.read_h5ad(path)

@@ -13,9 +13,9 @@ import pytest
 from conftest import TABULA_MURIS, make_workdir, run_snakemake
 from scipy.stats import spearmanr
 
-from mscflow import trajectory as tj
 from mscflow.contrast import ContrastSettings, parse_contrasts, permute_conditions
-from mscflow.samplesheet import read_sample_sheet
+from mscflow.inputs.samplesheet import read_sample_sheet
+from mscflow.trajectory import core as tj
 
 OUT = "results/trajectory"
 MIN_SPEARMAN = 0.8

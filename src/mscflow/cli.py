@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from mscflow.config import nearest_key
 from mscflow.errors import MscflowError, SampleSheetError
+from mscflow.inputs.matrixfiles import open_matrix_file, read_options_problem
+from mscflow.inputs.readers import parse_keep_obs, symbol_styles
+from mscflow.inputs.samplesheet import check_sample_files, check_samples, read_sample_sheet
 from mscflow.io import write_table_atomic
-from mscflow.samplesheet import check_sample_files, check_samples, read_sample_sheet
 
 SHEET_COLUMNS = ["sample", "tissue", "condition", "replicate", "species", "path", "format",
                  "layer", "obs_filter", "var_symbols", "keep_obs"]
@@ -36,7 +39,6 @@ def _column(obs_columns: Sequence[str], key: str, option: str, path: Path) -> st
     """``key`` if it is an obs column, else an error listing the columns (and a near one)."""
     if key in obs_columns:
         return key
-    from mscflow.config import nearest_key
 
     near = nearest_key(key, list(obs_columns))
     raise SampleSheetError(
@@ -80,8 +82,6 @@ def _constant_per_sample(obs: pd.DataFrame, keys: list[str], column: str, option
 
 
 def _guess_species(source: object, layer: str, var_symbols: str) -> str:
-    from mscflow.readers import symbol_styles
-
     names = source.var_column(layer, var_symbols) if var_symbols else source.var_names(layer)
     styles = symbol_styles(str(n) for n in names)
     mouse, human = len(styles["mouse"]), len(styles["human"])
@@ -100,8 +100,6 @@ def build_sheet(path: str | Path, *, sample_keys: Sequence[str], condition_key: 
     Tissue, condition and replicate come from obs columns (one value per sample) or are
     given; the species is guessed from the gene names when not given. Raises
     :class:`SampleSheetError` naming a wrong column and listing the available ones."""
-    from mscflow.matrixfiles import open_matrix_file, read_options_problem
-    from mscflow.readers import parse_keep_obs
 
     path = Path(path)
     if not path.is_file():

@@ -10,8 +10,9 @@ Where things live:
 * :class:`Settings`: base of every settings dataclass (``QCSettings``, ``ClusterSettings``
   ...). ``Settings.from_config(section)`` validates one section, fills its defaults and
   builds the dataclass, so a script given a config section never needs a default of its own.
-* :func:`prepare_run`: everything ``common.smk`` checks before jobs run (preset, config,
-  sample sheet, gene-set files, contrasts), callable without Snakemake.
+
+The pre-run check that uses these settings (preset, sample sheet, gene sets, contrasts) is
+:func:`mscflow.run.prepare_run`; this module imports nothing of mscflow but its errors.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import pandas as pd
 import yaml
 
 from mscflow.errors import ConfigError
@@ -299,104 +299,3 @@ def settings_section(section: str, **nested: type[Settings]) -> Any:
         return dataclass(frozen=True)(cls)
 
     return wrap
-
-
-# ---------------------------------------------------------------------------------- run
-
-
-@dataclass
-class Run:
-    """A validated run: the config with its defaults and the checked sample sheet."""
-
-    config: dict
-    samples: pd.DataFrame
-    preset: Any = None  # mscflow.presets.ResolvedPreset of a preset run (its sheet and lock)
-
-    @property
-    def species(self) -> str:
-        """The one species of the run (a sheet may not mix species)."""
-        return str(self.samples["species"].iloc[0])
-
-    @property
-    def sample_ids(self) -> list[str]:
-        """Sample ids in sheet order."""
-        return list(self.samples.index)
-
-
-def check_gene_set_files(genesets: Mapping, species: str, scoring_sets: Sequence[str] = ()
-                         ) -> None:
-    """Every gene-set, synonym and ortholog file of the run must exist, the GMT files must
-    parse (no empty sets, set names unique across the programme and extra files), and the
-    programme sets named in ``scoring.sets`` must exist."""
-    from mscflow.genesets import load_gene_sets  # light; parse the GMTs before any job runs
-
-    files: list[tuple[str, str]] = []
-    for kind in ("programmes", "markers"):
-        if species not in genesets[kind]:
-            raise ConfigError(
-                f"config key 'genesets.{kind}' has no entry for species '{species}' (the "
-                f"sample sheet's species); add `{species}: <path of a GMT file>` under it."
-            )
-        files.append((f"genesets.{kind}.{species}", genesets[kind][species]))
-    extra = genesets.get("extra") or []
-    files += [(f"genesets.extra[{i}].path", e["path"]) for i, e in enumerate(extra)]
-    files += [(f"genesets.{k}", genesets[k]) for k in ("synonyms", "orthologs") if genesets.get(k)]
-    for key, file in files:
-        if not Path(file).is_file():
-            raise ConfigError(
-                f"config key '{key}': gene-set file '{file}' does not exist (paths are "
-                "relative to the working directory). Fix the path in config.yaml or create "
-                "the file (GMT format: name<TAB>description<TAB>gene1<TAB>gene2...)."
-            )
-    groups = [(files[0][0], [files[0][1]] + [e["path"] for e in extra]),
-              (files[1][0], [files[1][1]])]
-    loaded = []
-    for key, paths in groups:
-        try:
-            loaded.append(load_gene_sets(paths))
-        except ValueError as err:
-            raise ConfigError(
-                f"gene sets of config key '{key}'"
-                + (" and genesets.extra" if len(paths) > 1 else "")
-                + f" are unusable: {err}. Fix the GMT file (one set a line: "
-                "name<TAB>description<TAB>gene1<TAB>gene2..., unique names, no empty sets)."
-            ) from err
-    unknown = sorted(set(scoring_sets) - set(loaded[0]))
-    if unknown:
-        hints = {u: nearest_key(u, list(loaded[0])) for u in unknown}
-        raise ConfigError(
-            f"config key 'scoring.sets' names set(s) {unknown} that no programme GMT "
-            f"({', '.join(groups[0][1])}) defines"
-            + "".join(f"; did you mean '{h}' for '{u}'?" for u, h in hints.items() if h)
-            + ". Use names of the programme files (config/README.md lists the shipped sets)."
-        )
-
-
-def prepare_run(config: Mapping, *,
-                presets_dir: str | Path | Sequence[str | Path] = "config/presets",
-                cli_overrides: Mapping | None = None,
-                source: str = "config.yaml (with --config)") -> Run:
-    """Everything checked before any job runs, in the order a user would fix it: preset,
-    config (defaults filled), sample sheet, gene-set files, contrasts.
-
-    Raises :class:`ConfigError` or :class:`~mscflow.errors.SampleSheetError`; each message
-    names the key, file, line or sample and the fix (docs/errors.md lists them).
-    """
-    from mscflow.contrast.settings import parse_contrasts
-    from mscflow.presets import apply_preset, resolve_active_preset
-    from mscflow.samplesheet import check_sample_files, check_samples, read_sample_sheet
-
-    merged = apply_preset(config, presets_dir, cli_overrides)
-    filled = validate_config(merged, source=source)
-    preset = resolve_active_preset(filled, presets_dir)  # writes the sheet it resolves to
-    samples = read_sample_sheet(filled["samples"])
-    if preset is None:
-        check_samples(samples, sheet_path=filled["samples"], demo_dir=filled["demo"]["outdir"])
-    else:
-        preset.check_sheet(samples)
-    check_sample_files(samples, sheet_path=filled["samples"],
-                       demo_dir=filled["demo"]["outdir"])  # h5ad/loom columns
-    run = Run(filled, samples, preset)
-    check_gene_set_files(filled["genesets"], run.species, filled["scoring"]["sets"])
-    parse_contrasts(filled["contrasts"], samples)
-    return run

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mscflow.config import Settings, settings_section
+from mscflow.config import Settings, nearest_key, settings_section
 from mscflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -596,3 +596,50 @@ def library_stage(var_names: Iterable[str], settings: GeneSetSettings, *, specie
         synonyms=read_synonyms(settings.synonyms), orthologs=read_orthologs(settings.orthologs),
         on_too_few=settings.on_too_few,
     )
+
+
+def check_gene_set_files(genesets: Mapping, species: str, scoring_sets: Sequence[str] = ()
+                         ) -> None:
+    """Every gene-set, synonym and ortholog file of the run must exist, the GMT files must
+    parse (no empty sets, set names unique across the programme and extra files), and the
+    programme sets named in ``scoring.sets`` must exist."""
+    files: list[tuple[str, str]] = []
+    for kind in ("programmes", "markers"):
+        if species not in genesets[kind]:
+            raise ConfigError(
+                f"config key 'genesets.{kind}' has no entry for species '{species}' (the "
+                f"sample sheet's species); add `{species}: <path of a GMT file>` under it."
+            )
+        files.append((f"genesets.{kind}.{species}", genesets[kind][species]))
+    extra = genesets.get("extra") or []
+    files += [(f"genesets.extra[{i}].path", e["path"]) for i, e in enumerate(extra)]
+    files += [(f"genesets.{k}", genesets[k]) for k in ("synonyms", "orthologs") if genesets.get(k)]
+    for key, file in files:
+        if not Path(file).is_file():
+            raise ConfigError(
+                f"config key '{key}': gene-set file '{file}' does not exist (paths are "
+                "relative to the working directory). Fix the path in config.yaml or create "
+                "the file (GMT format: name<TAB>description<TAB>gene1<TAB>gene2...)."
+            )
+    groups = [(files[0][0], [files[0][1]] + [e["path"] for e in extra]),
+              (files[1][0], [files[1][1]])]
+    loaded = []
+    for key, paths in groups:
+        try:
+            loaded.append(load_gene_sets(paths))
+        except ValueError as err:
+            raise ConfigError(
+                f"gene sets of config key '{key}'"
+                + (" and genesets.extra" if len(paths) > 1 else "")
+                + f" are unusable: {err}. Fix the GMT file (one set a line: "
+                "name<TAB>description<TAB>gene1<TAB>gene2..., unique names, no empty sets)."
+            ) from err
+    unknown = sorted(set(scoring_sets) - set(loaded[0]))
+    if unknown:
+        hints = {u: nearest_key(u, list(loaded[0])) for u in unknown}
+        raise ConfigError(
+            f"config key 'scoring.sets' names set(s) {unknown} that no programme GMT "
+            f"({', '.join(groups[0][1])}) defines"
+            + "".join(f"; did you mean '{h}' for '{u}'?" for u, h in hints.items() if h)
+            + ". Use names of the programme files (config/README.md lists the shipped sets)."
+        )

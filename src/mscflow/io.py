@@ -1,5 +1,4 @@
-"""Writing results safely (atomic writers), and the sample readers of
-:mod:`mscflow.readers` under their historical names.
+"""Writing results safely (atomic writers) and reading one sample's rows of an h5ad.
 
 Every writer writes to a temporary file beside its target and renames it into place only
 when complete, so a file under its final name is always whole.
@@ -20,24 +19,10 @@ import numpy as np
 import pandas as pd
 
 from mscflow.errors import InputDataError
-from mscflow.readers import (
-    FORMATS,
-    SPECIES_MIN_GENES,
-    SPECIES_MIN_MATCH,
-    check_species,
-    check_unique_genes,
-    prefix_barcodes,
-    read_sample,
-    symbol_styles,
-    validate_counts,
-)
 
 __all__ = [
-    "FORMATS", "SPECIES_MIN_GENES", "SPECIES_MIN_MATCH", "InputDataError", "check_species",
-    "check_unique_genes", "prefix_barcodes", "read_sample", "read_sample_rows",
-    "remove_pending_files", "symbol_styles", "validate_counts", "write_figure_atomic",
-    "write_h5ad_atomic", "write_h5ad_with_obs",
-    "write_npz_atomic", "write_table_atomic", "write_text_atomic",
+    "read_sample_rows", "remove_pending_files", "write_figure_atomic", "write_h5ad_atomic",
+    "write_h5ad_with_obs", "write_npz_atomic", "write_table_atomic", "write_text_atomic",
 ]
 
 # Temporary files of atomic writes in progress (removed on SIGTERM, see setup_logging).

@@ -119,7 +119,7 @@ def scaled_mem_mb(base_mb=1000, per_input_mb=4.0, max_mb=None, share=None):
     matrix loaded densely needs far more than its file size); base_mb covers the
     interpreter, imported libraries and fixed-size work. ``share(wildcards, input)``, when
     given, is the part of the input the job reads (e.g. one donor's cells of a shared h5ad,
-    :func:`mscflow.readers.selected_share`); 1 otherwise.
+    :func:`mscflow.inputs.readers.selected_share`); 1 otherwise.
     """
     if base_mb < 0 or per_input_mb < 0:
         raise ValueError("base_mb and per_input_mb must not be negative")

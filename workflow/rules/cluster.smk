@@ -1,6 +1,6 @@
 # Merge samples, normalise, HVG, PCA, batch integration, neighbours, Leiden at several
 # resolutions, UMAP, markers.
-from mscflow.integration import resolve_batch_key
+from mscflow.cluster.integration import resolve_batch_key
 
 # The sheet column naming each sample's batch (checked here, before any job runs).
 BATCH_KEY = resolve_batch_key(samples, config["cluster"]["integration"]["batch_key"])

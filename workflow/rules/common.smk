@@ -4,9 +4,9 @@ import os
 import re
 from pathlib import Path
 
-import mscflow.fetch
-from mscflow.config import prepare_run
-from mscflow.readers import selected_share
+import mscflow.inputs.fetch
+from mscflow.run import prepare_run
+from mscflow.inputs.readers import selected_share
 from mscflow.resources import (
     inputs_share,
     largest_input_share,
@@ -14,7 +14,7 @@ from mscflow.resources import (
     scaled_mem_mb,
     scaled_runtime,
 )
-from mscflow.samplesheet import sample_metadata
+from mscflow.inputs.samplesheet import sample_metadata
 
 # Checked before any job runs: preset, config (every default filled in from the schema),
 # sample sheet, gene-set files and contrasts. Each error names the key, sheet line or sample
@@ -51,7 +51,7 @@ def is_demo_path(path):
 def sample_input(wildcards):
     """The sample's input file or folder (for url rows: the fetched, unpacked copy)."""
     row = samples.loc[wildcards.sample]
-    return mscflow.fetch.fetched_path(FETCH_SPECS[row["sample"]]) if row["url"] else row["path"]
+    return mscflow.inputs.fetch.fetched_path(FETCH_SPECS[row["sample"]]) if row["url"] else row["path"]
 
 
 def sample_input_share(wildcards, input):
@@ -110,10 +110,10 @@ def default_cluster_key():
 # Downloads (rules in fetch.smk): url rows of the sheet, their cache files. Rows of a preset
 # carry no sha256: their files are verified against the preset's lock (pinned on first
 # download), and their cache keys are url-<digest>.
-FETCH_SETTINGS = mscflow.fetch.FetchSettings.from_config(config["fetch"])
+FETCH_SETTINGS = mscflow.inputs.fetch.FetchSettings.from_config(config["fetch"])
 FETCH_LOCK = str(RUN.preset.lock.path) if RUN.preset else ""
-FETCH_SPECS = mscflow.fetch.url_samples(samples, pinned_by_lock=bool(RUN.preset))
-FETCH_CACHE = mscflow.fetch.cache_index(FETCH_SPECS, FETCH_SETTINGS.cache_dir)
+FETCH_SPECS = mscflow.inputs.fetch.url_samples(samples, pinned_by_lock=bool(RUN.preset))
+FETCH_CACHE = mscflow.inputs.fetch.cache_index(FETCH_SPECS, FETCH_SETTINGS.cache_dir)
 FETCH_CACHE_DIR = str(FETCH_SETTINGS.cache_dir).rstrip("/")
 
 

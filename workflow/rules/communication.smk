@@ -1,7 +1,7 @@
 # Cell-cell communication: liana per sample (streamed: one job per sample reads only its
 # cells), ligand-receptor interactions tested between conditions (samples as replicates),
-# focus axes (IL-10, efferocytosis) reported first, plots. Package: mscflow.communication,
-# mscflow.communication_contrast, mscflow.plotting_communication.
+# focus axes (IL-10, efferocytosis) reported first, plots. Package: mscflow.communication.sample,
+# mscflow.communication.contrast, mscflow.communication.plots.
 # Needs from common.smk: config (validated, schema defaults filled), SAMPLES, SPECIES,
 # final_outputs, contrast_tables, scaled_mem_mb, scaled_runtime, H5AD_MB; from
 # contrast.smk: CONTRAST_DIR, CONTRAST_NAMES.

@@ -2,7 +2,7 @@
 #
 # Needs from common.smk: FETCH_SPECS (url rows of the sheet), FETCH_CACHE_DIR, FETCH_LOCK (the
 # preset's lock.tsv, or "" without a preset). The readable path of a url row is
-# mscflow.fetch.fetched_path(row):
+# mscflow.inputs.fetch.fetched_path(row):
 #   results/fetched/{sample}/10x_mtx | results/fetched/{sample}/matrix.h5 | .../matrix.h5ad
 # The cache key is the file's sha256 (sheet rows) or url-<digest> (preset files, verified
 # against FETCH_LOCK). Params hold nothing that changes when a file gets pinned, so pinning
@@ -15,8 +15,8 @@ rule fetch_url:
         key="[0-9a-f]{64}|url-[0-9a-f]{24}",
         filename="[^/]+",
     params:
-        urls=lambda wc: mscflow.fetch.urls_for(FETCH_SPECS, wc.key),
-        samples=lambda wc: mscflow.fetch.samples_for(FETCH_SPECS, wc.key),
+        urls=lambda wc: mscflow.inputs.fetch.urls_for(FETCH_SPECS, wc.key),
+        samples=lambda wc: mscflow.inputs.fetch.samples_for(FETCH_SPECS, wc.key),
         lock=FETCH_LOCK,
         settings=config["fetch"],
     log:

@@ -2,8 +2,8 @@
 # published_<column>) whose names say they hold cell labels, compared with mscflow's
 # cell_type. No such column in the sheet: nothing to do.
 
-from mscflow.labels import author_label_columns
-from mscflow.report import file_safe_name
+from mscflow.annotate.labels import author_label_columns
+from mscflow.report.overview import file_safe_name
 
 # File-name-safe name -> carried obs column, from the sample sheet's keep_obs.
 AUTHOR_LABELS = {file_safe_name(c): c for c in author_label_columns(samples["keep_obs"])}

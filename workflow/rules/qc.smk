@@ -1,7 +1,7 @@
 # Per-sample QC: read, metrics, MAD outlier flags, doublets, filter; doublet-driven clusters
 # once the cells are annotated.
 
-from mscflow.samplesheet import reading_options
+from mscflow.inputs.samplesheet import reading_options
 
 final_outputs(
     "results/qc/qc_summary.tsv",

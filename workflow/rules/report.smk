@@ -2,7 +2,7 @@
 # viewer-ready export, the run overview (samples, versions, seeds, software, config), the
 # resolution comparison figure and mean-score heatmaps per condition.
 
-from mscflow.report import file_safe_name
+from mscflow.report.overview import file_safe_name
 
 # Condition of each heatmap file name (slug -> label as written in the sample sheet).
 REPORT_CONDITIONS = {file_safe_name(c): c for c in samples["condition"].unique()}
@@ -15,27 +15,27 @@ if len(REPORT_CONDITIONS) != samples["condition"].nunique():
 # Modules of mscflow whose imports make up the software table of the run overview.
 REPORT_SOFTWARE_MODULES = [
     "mscflow.io",
-    "mscflow.qc",
-    "mscflow.cluster",
-    "mscflow.scoring",
+    "mscflow.qc.core",
+    "mscflow.cluster.core",
+    "mscflow.scoring.core",
     "mscflow.genesets",
     "mscflow.config",
-    "mscflow.annotate",
-    "mscflow.summary",
+    "mscflow.annotate.core",
+    "mscflow.report.summary",
     "mscflow.contrast",
     "mscflow.plotting",
-    "mscflow.plotting_contrast",
-    "mscflow.doublet_classifier",
-    "mscflow.integration",
-    "mscflow.integration_metrics",
-    "mscflow.readers",
-    "mscflow.labels",
-    "mscflow.communication",
-    "mscflow.communication_contrast",
-    "mscflow.trajectory",
-    "mscflow.findings",
-    "mscflow.explorer",
-    "mscflow.export",
+    "mscflow.contrast.plots",
+    "mscflow.qc.doublet_classifier",
+    "mscflow.cluster.integration",
+    "mscflow.cluster.integration_metrics",
+    "mscflow.inputs.readers",
+    "mscflow.annotate.labels",
+    "mscflow.communication.sample",
+    "mscflow.communication.contrast",
+    "mscflow.trajectory.core",
+    "mscflow.report.findings",
+    "mscflow.report.explorer",
+    "mscflow.report.export",
 ]
 
 final_outputs(

@@ -2,7 +2,7 @@
 # cell density along pseudotime, and the condition shift along it (samples as replicates).
 # Needs from common.smk: config (validated, schema defaults filled), samples,
 # final_outputs, contrast_tables, default_cluster_key, scaled_mem_mb, scaled_runtime, H5AD_MB.
-from mscflow.trajectory import check_trajectory_config
+from mscflow.trajectory.core import check_trajectory_config
 
 TRAJECTORY_DIR = "results/trajectory"
 # Tissue names and the tissues of root_cells checked against the sheet before any job runs.

@@ -4,10 +4,11 @@ import anndata as ad
 import pandas as pd
 
 from mscflow import job
-from mscflow.annotate import AnnotationSettings, GroupExpression, annotate_stage
+from mscflow.annotate.core import AnnotationSettings, GroupExpression, annotate_stage
+from mscflow.annotate.plots import marker_set_dotplot
 from mscflow.genesets import read_library
 from mscflow.io import write_h5ad_with_obs, write_table_atomic
-from mscflow.plotting import marker_set_dotplot, save
+from mscflow.plotting import save
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

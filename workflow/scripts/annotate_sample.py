@@ -1,7 +1,7 @@
 """Rule annotate_sample: one sample's expression summed per cluster (for the annotation)."""
 
 from mscflow import job
-from mscflow.annotate import sample_group_expression
+from mscflow.annotate.core import sample_group_expression
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

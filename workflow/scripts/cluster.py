@@ -1,7 +1,7 @@
 """Rule cluster: merge QC-filtered samples, normalise, embed, cluster, find markers."""
 
 from mscflow import job
-from mscflow.cluster import ClusterSettings, cluster_samples
+from mscflow.cluster.core import ClusterSettings, cluster_samples
 from mscflow.io import write_h5ad_atomic, write_table_atomic
 
 smk = snakemake  # noqa: F821

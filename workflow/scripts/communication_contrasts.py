@@ -2,7 +2,7 @@
 of every contrast (samples as replicates), focus axes first, with the receiver's response."""
 
 from mscflow import job
-from mscflow.communication_contrast import communication_contrast_stage
+from mscflow.communication.contrast import communication_contrast_stage
 from mscflow.contrast import write_tables
 
 smk = snakemake  # noqa: F821

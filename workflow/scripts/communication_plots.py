@@ -3,8 +3,8 @@
 import pandas as pd
 
 from mscflow import job
+from mscflow.communication.plots import focus_dotplot, focus_heatmap
 from mscflow.plotting import save
-from mscflow.plotting_communication import focus_dotplot, focus_heatmap
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

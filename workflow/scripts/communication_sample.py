@@ -2,7 +2,7 @@
 expression (the input of the tests) and the cell types left out."""
 
 from mscflow import job
-from mscflow.communication import communication_sample_stage
+from mscflow.communication.sample import communication_sample_stage
 from mscflow.contrast import write_tables
 
 smk = snakemake  # noqa: F821

@@ -1,8 +1,8 @@
 """Rule compare_labels: a published label column against mscflow's cell_type."""
 
 from mscflow import job
+from mscflow.annotate.labels import compare_labels, read_obs
 from mscflow.io import write_table_atomic
-from mscflow.labels import compare_labels, read_obs
 from mscflow.plotting import save
 
 smk = snakemake  # noqa: F821

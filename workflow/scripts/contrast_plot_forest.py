@@ -1,8 +1,9 @@
 """Rule contrast_plot_forest: forest plot of the gene-set score shifts."""
 
 from mscflow import job
-from mscflow.plotting_contrast import forest_figure, save_figure
+from mscflow.contrast.plots import forest_figure
+from mscflow.plotting import save
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)
-save_figure(forest_figure(smk.input.shifts, smk.params.settings), smk.output.png)
+save(forest_figure(smk.input.shifts, smk.params.settings), smk.output.png, dpi=120)

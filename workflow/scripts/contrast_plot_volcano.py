@@ -3,9 +3,10 @@
 import pandas as pd
 
 from mscflow import job
-from mscflow.plotting_contrast import save_figure, volcano_plot
+from mscflow.contrast.plots import volcano_plot
+from mscflow.plotting import save
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)
 de = pd.read_parquet(smk.input.de)
-save_figure(volcano_plot(de, smk.wildcards.contrast, smk.params.fdr), smk.output.png)
+save(volcano_plot(de, smk.wildcards.contrast, smk.params.fdr), smk.output.png, dpi=120)

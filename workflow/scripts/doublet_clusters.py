@@ -3,9 +3,9 @@
 import pandas as pd
 
 from mscflow import job
-from mscflow.doublet_clusters import doublet_cluster_figure, doublet_cluster_table
 from mscflow.io import write_table_atomic
 from mscflow.plotting import save
+from mscflow.qc.doublet_clusters import doublet_cluster_figure, doublet_cluster_table
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

@@ -1,9 +1,9 @@
 """Rule export_cellxgene: the annotated cells laid out for cellxgene and other viewers."""
 
 from mscflow import job
-from mscflow.export import export_stage
 from mscflow.io import write_h5ad_atomic
-from mscflow.report import ReportSettings
+from mscflow.report.export import export_stage
+from mscflow.report.overview import ReportSettings
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

@@ -2,7 +2,8 @@
 of one file, verified by the sha256 in the output path or by the preset's lock), or unpack
 one sample (``unpack_*``: ``input`` holds its file(s), ``params.spec`` its row)."""
 
-from mscflow import fetch, job
+from mscflow import job
+from mscflow.inputs import fetch
 
 smk = snakemake  # noqa: F821
 job.start(smk)

@@ -5,7 +5,7 @@ import pandas as pd
 
 from mscflow import job
 from mscflow.io import write_table_atomic
-from mscflow.scoring import combine_sample_scores
+from mscflow.scoring.core import combine_sample_scores
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

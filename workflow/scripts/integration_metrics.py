@@ -3,8 +3,8 @@
 import anndata as ad
 
 from mscflow import job
-from mscflow.cluster import ClusterSettings
-from mscflow.integration_metrics import before_after_figure, integration_evidence
+from mscflow.cluster.core import ClusterSettings
+from mscflow.cluster.integration_metrics import before_after_figure, integration_evidence
 from mscflow.io import write_table_atomic
 from mscflow.plotting import save
 

@@ -1,7 +1,8 @@
 """Rule make_demo: write the synthetic demo data set and its truth."""
 
 from mscflow import job
-from mscflow.demo import DemoSpec, generate_demo
+from mscflow.demo.model import DemoSpec
+from mscflow.demo.simulate import generate_demo
 from mscflow.genesets import read_gmt
 
 smk = snakemake  # noqa: F821

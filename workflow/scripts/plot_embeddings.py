@@ -4,7 +4,9 @@ import anndata as ad
 import scanpy as sc
 
 from mscflow import job
-from mscflow.plotting import save, score_violins, set_style, umap_panels
+from mscflow.cluster.plots import umap_panels
+from mscflow.plotting import save, set_style
+from mscflow.scoring.plots import score_violins
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

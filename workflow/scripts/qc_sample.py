@@ -7,7 +7,7 @@ nothing is written under the output names.
 
 from mscflow import job
 from mscflow.io import write_h5ad_atomic, write_table_atomic
-from mscflow.qc import QCSettings, qc_sample
+from mscflow.qc.core import QCSettings, qc_sample
 
 smk = snakemake  # noqa: F821
 job.start(smk)

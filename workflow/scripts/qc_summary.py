@@ -4,7 +4,8 @@ import pandas as pd
 
 from mscflow import job
 from mscflow.io import write_table_atomic
-from mscflow.plotting import doublet_scores, qc_distributions, save
+from mscflow.plotting import save
+from mscflow.qc.plots import doublet_scores, qc_distributions
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

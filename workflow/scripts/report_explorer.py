@@ -1,9 +1,9 @@
 """Rule report_explorer: the interactive UMAP page (plotly.js and the cells embedded)."""
 
 from mscflow import job
-from mscflow.explorer import explorer_stage
 from mscflow.io import write_text_atomic
-from mscflow.report import ReportSettings
+from mscflow.report.explorer import explorer_stage
+from mscflow.report.overview import ReportSettings
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

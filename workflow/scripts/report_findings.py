@@ -2,10 +2,10 @@
 overview heat map, and the calls as a table."""
 
 from mscflow import job
-from mscflow.findings import findings_stage
 from mscflow.io import write_table_atomic, write_text_atomic
 from mscflow.plotting import save
-from mscflow.report import ReportSettings
+from mscflow.report.findings import findings_stage
+from mscflow.report.overview import ReportSettings
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

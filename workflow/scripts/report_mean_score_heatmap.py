@@ -3,7 +3,8 @@
 import pandas as pd
 
 from mscflow import job
-from mscflow.plotting import mean_score_heatmap, save
+from mscflow.plotting import save
+from mscflow.scoring.plots import mean_score_heatmap
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

@@ -3,8 +3,9 @@
 import pandas as pd
 
 from mscflow import job
+from mscflow.inputs.samplesheet import read_sample_sheet
 from mscflow.io import write_table_atomic, write_text_atomic
-from mscflow.report import (
+from mscflow.report.overview import (
     flatten_config,
     git_version,
     overview_html,
@@ -12,7 +13,6 @@ from mscflow.report import (
     samples_overview,
     software_versions,
 )
-from mscflow.samplesheet import read_sample_sheet
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

@@ -3,7 +3,8 @@
 import pandas as pd
 
 from mscflow import job
-from mscflow.plotting import resolution_comparison, save
+from mscflow.cluster.plots import resolution_comparison
+from mscflow.plotting import save
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

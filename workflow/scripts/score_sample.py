@@ -3,7 +3,7 @@
 from mscflow import job
 from mscflow.genesets import read_library
 from mscflow.io import write_table_atomic
-from mscflow.scoring import GeneStats, ScoringSettings, score_sample
+from mscflow.scoring.core import GeneStats, ScoringSettings, score_sample
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

@@ -3,7 +3,7 @@
 import anndata as ad
 
 from mscflow import job
-from mscflow.scoring import gene_stats_for
+from mscflow.scoring.core import gene_stats_for
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

@@ -3,9 +3,9 @@
 import anndata as ad
 
 from mscflow import job
-from mscflow.cluster import cluster_sizes
+from mscflow.cluster.core import cluster_sizes
 from mscflow.io import write_table_atomic
-from mscflow.summary import mean_scores
+from mscflow.report.summary import mean_scores
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

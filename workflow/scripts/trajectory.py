@@ -4,7 +4,7 @@ per tissue, and the programme scores along pseudotime."""
 from mscflow import job
 from mscflow.contrast import write_tables
 from mscflow.io import write_h5ad_atomic
-from mscflow.trajectory import TrajectorySettings, trajectory_stage
+from mscflow.trajectory.core import TrajectorySettings, trajectory_stage
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

@@ -4,7 +4,7 @@ import pandas as pd
 
 from mscflow import job
 from mscflow.plotting import save
-from mscflow.plotting_trajectory import density_figure
+from mscflow.trajectory.plots import density_figure
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

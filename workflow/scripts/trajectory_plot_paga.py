@@ -4,7 +4,7 @@ import anndata as ad
 
 from mscflow import job
 from mscflow.plotting import save
-from mscflow.plotting_trajectory import paga_figure
+from mscflow.trajectory.plots import paga_figure
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

@@ -5,7 +5,7 @@ import pandas as pd
 
 from mscflow import job
 from mscflow.plotting import save
-from mscflow.plotting_trajectory import programme_figure
+from mscflow.trajectory.plots import programme_figure
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

@@ -3,7 +3,7 @@ tested between the conditions of every contrast (samples as replicates)."""
 
 from mscflow import job
 from mscflow.contrast import write_tables
-from mscflow.trajectory import TrajectorySettings, shifts_stage
+from mscflow.trajectory.core import TrajectorySettings, shifts_stage
 
 smk = snakemake  # noqa: F821
 log = job.start(smk)

@@ -59,9 +59,11 @@ def pseudobulk_counts_from_files(obs: pd.DataFrame, genes: pd.Index,
                                  paths: Sequence[str | PathLike]
                                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`pseudobulk_counts` of the cells in ``obs`` with the raw counts read from the
-    per-sample QC files one at a time (:mod:`mscflow.sample_counts`); the same tables as
+    per-sample QC files one at a time (:mod:`mscflow.inputs.sample_counts`); the same tables as
     with a counts layer, without holding every cell's counts."""
-    from mscflow.sample_counts import iter_sample_counts
+    from mscflow.inputs.sample_counts import (
+        iter_sample_counts,  # parse-time check imports this module: no anndata until used
+    )
 
     parts = [_sum_groups(block, obs.iloc[rows], genes, str(path))
              for path, (rows, block) in zip(paths, iter_sample_counts(paths, obs.index, genes),

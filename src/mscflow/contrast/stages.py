@@ -19,11 +19,13 @@ import pandas as pd
 from mscflow import job
 from mscflow.contrast.composition import composition_counts, composition_tests
 from mscflow.contrast.gsea import gsea_prerank
-from mscflow.contrast.pseudobulk import pseudobulk_de
+from mscflow.contrast.pseudobulk import pseudobulk_counts_from_files, pseudobulk_de
 from mscflow.contrast.scores import per_sample_scores, score_shifts, select_score_columns
 from mscflow.contrast.settings import Contrast, ContrastSettings, parse_contrasts
 from mscflow.contrast.stats import STATUS_TESTED
 from mscflow.contrast.summary import contrast_summary
+from mscflow.genesets import read_library
+from mscflow.inputs.samplesheet import read_sample_sheet
 
 __all__ = [
     "TSV_OPTIONS",
@@ -50,7 +52,9 @@ def write_tables(tables: Mapping[str, pd.DataFrame], outputs: Any) -> None:
     """Write each table to ``outputs[name]`` (a mapping or Snakemake's ``output``) through
     a temporary file: ``.parquet`` as parquet, anything else as TSV with
     :data:`TSV_OPTIONS`. No index is written."""
-    from mscflow.io import write_table_atomic  # reads anndata/scanpy: only when writing
+    from mscflow.io import (
+        write_table_atomic,  # parse-time check imports this module: no anndata until used
+    )
 
     for name, table in tables.items():
         path = str(outputs[name])
@@ -74,8 +78,6 @@ def load_inputs(h5ad: PathLike, sample_sheet: PathLike, contrasts: Sequence[Mapp
     """Read the sample sheet, check the contrasts against it, build the settings and read
     the annotated cells' ``obs`` (backed: the matrix stays on disk)."""
     import anndata as ad
-
-    from mscflow.samplesheet import read_sample_sheet
 
     samples = read_sample_sheet(sample_sheet)
     parsed = parse_contrasts(contrasts, samples)
@@ -125,8 +127,6 @@ def pseudobulk_stage(h5ad: PathLike, sample_sheet: PathLike, contrasts: Sequence
     memory at a time; the annotated file gives the cells, their labels and the genes)."""
     import anndata as ad
 
-    from mscflow.contrast.pseudobulk import pseudobulk_counts_from_files
-
     run = load_inputs(h5ad, sample_sheet, contrasts, settings)
     backed = ad.read_h5ad(h5ad, backed="r")
     genes = backed.var_names.copy()
@@ -148,7 +148,6 @@ def gsea_stage(de: PathLike, library: PathLike, settings: Mapping, *, threads: i
                ) -> Tables:
     """Rule contrast_gsea: prerank of the DE statistics on the run's scored programme
     sets from the gene-set library (outputs ``tsv``, ``parquet``)."""
-    from mscflow.genesets import read_library
 
     st = ContrastSettings.from_config(settings)
     sets = read_library(library).programme_lists()

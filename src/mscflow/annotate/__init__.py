@@ -1,0 +1,1 @@
+"""Cell-type labels for clusters, and their agreement with published labels."""

@@ -1,0 +1,1 @@
+"""Cell-cell communication per sample (LIANA+) and its shift between conditions."""

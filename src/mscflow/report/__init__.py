@@ -1,0 +1,1 @@
+"""The report: run overview, findings page, tables, explorer and export."""

@@ -1,0 +1,1 @@
+"""Per-cell gene-set scores by a compiled sparse kernel."""

@@ -1,0 +1,1 @@
+"""Monocyte to macrophage trajectories (PAGA, diffusion pseudotime) per tissue."""
