@@ -11,61 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-TABULA_MURIS = REPO / "tests" / "data" / "tabula-muris-lung-10X_P7_8"
-# Smaller than the shipped demo (1,200 cells a sample) to keep the suite fast.
-TEST_CELLS_PER_SAMPLE = 500
-
-
-def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
-    """Command running the repository's workflow in ``workdir`` with this interpreter."""
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-            *args]
-
-
-def run_snakemake(workdir: Path, *args: str, check: bool = True,
-                  timeout: float = 1800) -> subprocess.CompletedProcess:
-    """Run snakemake, capture its output, and fail with the tail of it on error."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(snakemake_cmd(workdir, *args), capture_output=True, text=True,
-                          env=env, timeout=timeout)
-    if check and proc.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
-                    f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def make_workdir(path: Path, config_updates: dict | None = None, *,
-                 with_contrasts: bool = True) -> Path:
-    """A working directory holding the repository's config and curated resources.
-
-    ``with_contrasts=False`` drops the demo's contrasts, for tests whose own sample sheet
-    lacks the demo's tissues or conditions.
-    """
-    path.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO / "config", path / "config", dirs_exist_ok=True)
-    for sub in ("genesets", "orthologs"):
-        shutil.copytree(REPO / "resources" / sub, path / "resources" / sub, dirs_exist_ok=True)
-    cfg_path = path / "config" / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["demo"]["cells_per_sample"] = TEST_CELLS_PER_SAMPLE
-    if not with_contrasts:
-        cfg["contrasts"] = []
-    for key, value in (config_updates or {}).items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+from helpers import SMALL_CELLS, make_workdir, run_snakemake
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +27,63 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_snakemake(workdir, "--cores", "2")
     (workdir / "wall_seconds.txt").write_text(f"{time.monotonic() - start:.1f}\n")
     return workdir
+
+
+@pytest.fixture(scope="session")
+def small_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Demo inputs at 300 cells a sample (rule make_demo only), made once per session."""
+    root = tmp_path_factory.getbasetemp() / "small_inputs"
+    demo = root / "resources" / "demo"
+    if not (demo / "samples.tsv").exists():
+        make_workdir(root, {"demo": {"cells_per_sample": SMALL_CELLS}})
+        run_snakemake(root, "--cores", "1", "resources/demo/samples.tsv")
+    return demo
+
+
+# --- the report in headless Chromium ----------------------------------------------------
+
+
+def _browser_paths() -> tuple[str | None, str | None]:
+    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)),
+                   None)
+    return browser, shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Selenium, with browser and network logs on."""
+    chromium, chromedriver = _browser_paths()
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as err:  # pragma: no cover - selenium is a test dependency
+        chromium, chromedriver, reason = None, None, f"selenium missing ({err})"
+    else:
+        reason = "chromium and chromedriver not installed (apt-get install chromium " \
+                 "chromium-driver, or run .ci/install-system.sh as root)"
+    if not (chromium and chromedriver):
+        if os.environ.get("MSCFLOW_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"MSCFLOW_REQUIRE_CHROMIUM=1 but {reason}")
+        pytest.skip(reason)
+    profile = tempfile.mkdtemp(prefix="mscflow-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                "--window-size=1600,1000",
+                # WebGL (the explorer's scattergl) through software rendering, as headless
+                # Chromium without a GPU offers it only on request
+                "--enable-unsafe-swiftshader"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver.set_page_load_timeout(120)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 # Fixtures that run Snakemake (or a scheduler): a test using one is not a unit test.

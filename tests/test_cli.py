@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from mscflow.cli import build_sheet, main
 from mscflow.errors import SampleSheetError

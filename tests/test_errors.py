@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_interruptions import small_inputs  # noqa: F401 - shared session fixture
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "errors.md"
@@ -247,7 +246,7 @@ def _genesets_update(cfg_update: dict) -> dict:
 
 def _parse_workdir(root: Path, case_id: str) -> Path:
     """A working directory holding the case's config, sample sheet and files."""
-    from conftest import make_workdir
+    from helpers import make_workdir
 
     cfg, sheet, files = PARSE_SETUPS[case_id]
     workdir = make_workdir(root, _genesets_update(cfg), with_contrasts=False)
@@ -286,7 +285,7 @@ def test_parse_time_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case
 def test_parse_time_errors_stop_snakemake_before_any_job(tmp_path: Path, case_id: str) -> None:
     """Through Snakemake: the run stops while parsing, with the message, no traceback and
     nothing written."""
-    from conftest import snakemake_cmd
+    from helpers import snakemake_cmd
 
     workdir = _parse_workdir(tmp_path / "w", case_id)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -541,7 +540,7 @@ def test_public_file_errors_before_any_job(tmp_path: Path, monkeypatch: pytest.M
                                            case_id: str) -> None:
     import pandas as pd
     import yaml
-    from conftest import make_workdir
+    from helpers import make_workdir
 
     from mscflow.errors import MscflowError
     from mscflow.run import prepare_run
@@ -584,8 +583,7 @@ def test_normalised_x_with_counts_in_raw() -> None:
 def test_qc_job_errors(small_inputs: Path,  # noqa: F811
                         tmp_path: Path) -> None:
     import anndata as ad
-    from conftest import run_snakemake
-    from test_interruptions import small_workdir
+    from helpers import run_snakemake, small_workdir
 
     workdir = small_workdir(tmp_path / "w", small_inputs, ["lung_control_1", "liver_MSC_1"],
                             {"qc": {"min_cells_per_sample": 1000}})
@@ -621,8 +619,7 @@ def test_qc_job_errors(small_inputs: Path,  # noqa: F811
 def test_qc_drops_sample_when_configured(small_inputs: Path,  # noqa: F811
                                          tmp_path: Path) -> None:
     import pandas as pd
-    from conftest import run_snakemake
-    from test_interruptions import small_workdir
+    from helpers import run_snakemake, small_workdir
 
     workdir = small_workdir(tmp_path / "w", small_inputs, ["lung_control_1"],
                             {"qc": {"min_cells_per_sample": 1000, "on_too_few_cells": "drop"}})

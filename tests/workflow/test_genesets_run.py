@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run_snakemake
-from test_interruptions import small_inputs, small_workdir  # noqa: F401 - session fixture
+from helpers import run_snakemake, small_workdir
 
 LUNG = ["lung_control_1", "lung_control_2", "lung_MSC_1", "lung_MSC_2"]
 
@@ -21,8 +20,8 @@ def test_set_excluded_by_scoring_sets_is_neither_scored_nor_tested(
     stopped on that set)."""
     import yaml
 
-    programmes = yaml.safe_load((Path(__file__).parents[1] / "config/config.yaml").read_text())
-    shipped = Path(__file__).parents[1] / programmes["genesets"]["programmes"]["mouse"]
+    programmes = yaml.safe_load((Path(__file__).parents[2] / "config/config.yaml").read_text())
+    shipped = Path(__file__).parents[2] / programmes["genesets"]["programmes"]["mouse"]
     names = [line.split("\t", 1)[0] for line in shipped.read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     chosen = [n for n in names if n in ("pan_macrophage", "efferocytosis_combined",

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import TABULA_MURIS
+from helpers import TABULA_MURIS
 
 from mscflow.communication.contrast import (
     FAMILY_FOCUS,

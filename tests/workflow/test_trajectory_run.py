@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TABULA_MURIS, make_workdir, run_snakemake
+from helpers import TABULA_MURIS, make_workdir, run_snakemake
 from scipy.stats import spearmanr
 
 from mscflow.contrast import ContrastSettings, parse_contrasts, permute_conditions

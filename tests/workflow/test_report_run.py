@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from test_findings import check_page_numbers, digits_outside_numbers, parse_page
-from test_report import ARTIFACTS, _page_problems, browser  # noqa: F401 (fixture)
+from findings_page import check_page_numbers, digits_outside_numbers, parse_page
+from helpers import ARTIFACTS, page_problems
 
 MACROPHAGES = {"alveolar_macrophage", "interstitial_macrophage", "kupffer_cell", "momf"}
 
@@ -160,7 +160,7 @@ def test_explorer_of_the_demo_in_headless_chromium(demo_run: Path, browser) -> N
     page = demo_run / "results/report/explorer.html"
     size = page.stat().st_size
     browser.get("about:blank")
-    _page_problems(browser)
+    page_problems(browser)
     start = time.monotonic()
     browser.get(page.resolve().as_uri())
     WebDriverWait(browser, 120).until(
@@ -193,5 +193,5 @@ def test_explorer_of_the_demo_in_headless_chromium(demo_run: Path, browser) -> N
         "Il10: " in marker["text"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "explorer_il10.png"))
-    problems = _page_problems(browser)
+    problems = page_problems(browser)
     assert not problems, "\n".join(problems)

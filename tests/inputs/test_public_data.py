@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from conftest import REPO, TABULA_MURIS
+from helpers import REPO, TABULA_MURIS
 
 from mscflow.errors import InputDataError
 from mscflow.inputs import matrixfiles
@@ -310,7 +310,7 @@ def test_qc_requests_follow_each_donors_share_of_a_shared_file(tmp_path: Path) -
     import math
     import re
 
-    from conftest import make_workdir, run_snakemake
+    from helpers import make_workdir, run_snakemake
 
     from mscflow.cli import main as mscflow_main
     from mscflow.inputs.readers import selected_share

@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_workdir, run_snakemake
+from helpers import make_workdir, run_snakemake
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 MACROPHAGES = {"alveolar_macrophage", "interstitial_macrophage", "kupffer_cell", "momf"}

@@ -150,7 +150,7 @@ def test_unknown_resource_stops_the_stage_with_its_name(demo_run: Path, tmp_path
     shipped resources, and writes nothing (run beside the demo, on a copy of its cells)."""
     import shutil
 
-    from conftest import make_workdir, run_snakemake
+    from helpers import make_workdir, run_snakemake
 
     workdir = make_workdir(tmp_path / "bad_resource",
                            {"communication": {"resource": "omnipath_full"}})

@@ -15,7 +15,6 @@ import io
 import json
 import re
 import shutil
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -26,6 +25,14 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 import yaml
+from helpers import make_workdir, run_snakemake
+from httpserver import (
+    FaultyServer,
+    filelist_txt,
+    listing_html,
+    series_matrix,
+    serve_geo_series,
+)
 
 from mscflow.errors import ConfigError
 from mscflow.inputs import fetch, presets
@@ -34,17 +41,7 @@ from mscflow.inputs.resolve import PresetError, RecordFile, RecordSample, sheet_
 from mscflow.inputs.resolve.base import listing_links
 from mscflow.inputs.resolve.geo import https_url, parse_filelist, parse_series_matrix, series_url
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import make_workdir, run_snakemake  # noqa: E402
-from httpserver import (  # noqa: E402
-    FaultyServer,
-    filelist_txt,
-    listing_html,
-    series_matrix,
-    serve_geo_series,
-)
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TM_LUNG = ROOT / "tests" / "data" / "tabula-muris-lung-10X_P7_8"
 SHIPPED = ROOT / "config" / "presets"
 GEO = "https://ftp.ncbi.nlm.nih.gov"

@@ -25,7 +25,7 @@ import pytest
 import scanpy as sc
 import scipy.io
 import scipy.sparse as sp
-from conftest import REPO, TABULA_MURIS, make_workdir, run_snakemake
+from helpers import REPO, TABULA_MURIS, make_workdir, run_snakemake
 
 from mscflow.cli import main as mscflow_main
 from mscflow.inputs.sample_counts import counts_matrix

@@ -11,7 +11,7 @@ import anndata as ad
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_snakemake
+from helpers import run_snakemake
 
 METRICS = "results/cluster/integration_metrics.tsv"
 

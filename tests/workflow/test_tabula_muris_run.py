@@ -7,7 +7,7 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 import pytest
-from conftest import TABULA_MURIS, make_workdir, run_snakemake
+from helpers import TABULA_MURIS, make_workdir, run_snakemake
 
 from mscflow.inputs.readers import read_sample
 
@@ -78,7 +78,7 @@ def test_scatter_gather_scoring_and_annotation_equal_one_job(method: str, tmp_pa
     adata.obs["tissue"] = np.where(samples == "s3", "liver", "lung")
     clustered = tmp_path / "clustered.h5ad"
     write_h5ad_atomic(adata, clustered)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     paths = ("programmes", "markers", "synonyms", "orthologs")
     library = library_stage(adata.var_names, GeneSetSettings.from_config({
         k: ({s: str(root / p) for s, p in v.items()} if isinstance(v, dict) else str(root / v))

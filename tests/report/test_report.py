@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import shutil
-import tempfile
+import types
 import zipfile
 from pathlib import Path
 
+import jinja2
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, run_snakemake
+import yaml
+from helpers import ARTIFACTS, REPO, page_problems, run_snakemake
 
 from mscflow import plotting
 from mscflow.cluster import plots as cluster_plots
+from mscflow.config import load_schema, validate_config
 from mscflow.report.overview import (
     CONFIG_COLUMNS,
     RUN_INFO_COLUMNS,
@@ -40,7 +41,6 @@ from mscflow.report.overview import (
 from mscflow.scoring import plots as scoring_plots
 from mscflow.vocab import CELL_TYPE_ORDER
 
-ARTIFACTS = REPO / "tests" / "artifacts"
 MAX_REPORT_BYTES = 25 * 1024 * 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -518,49 +518,6 @@ def test_report_zip_unzips_with_index(report_zip: Path) -> None:
 # --- the report in headless Chromium -----------------------------------------------------
 
 
-def _browser_paths() -> tuple[str | None, str | None]:
-    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)),
-                   None)
-    return browser, shutil.which("chromedriver")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium driven by Selenium, with browser and network logs on."""
-    chromium, chromedriver = _browser_paths()
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError as err:  # pragma: no cover - selenium is a test dependency
-        chromium, chromedriver, reason = None, None, f"selenium missing ({err})"
-    else:
-        reason = "chromium and chromedriver not installed (apt-get install chromium " \
-                 "chromium-driver, or run .ci/install-system.sh as root)"
-    if not (chromium and chromedriver):
-        if os.environ.get("MSCFLOW_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(f"MSCFLOW_REQUIRE_CHROMIUM=1 but {reason}")
-        pytest.skip(reason)
-    profile = tempfile.mkdtemp(prefix="mscflow-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                "--window-size=1600,1000",
-                # WebGL (the explorer's scattergl) through software rendering, as headless
-                # Chromium without a GPU offers it only on request
-                "--enable-unsafe-swiftshader"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-    driver.set_page_load_timeout(120)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 def _click_link(driver, text: str, timeout: float = 20) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -650,34 +607,12 @@ def _walk_category(driver, url: str, category: str) -> dict[str, dict]:
     return seen
 
 
-def _page_problems(driver) -> list[str]:
-    """Failed loads, HTTP errors, network requests and console errors since the last call."""
-    problems = []
-    for entry in driver.get_log("browser"):
-        if entry["level"] == "SEVERE":
-            problems.append(f"console: {entry['message']}")
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        params = message.get("params", {})
-        if message["method"] == "Network.loadingFailed":
-            problems.append(f"failed load: {params.get('errorText')} ({params.get('type')})")
-        elif message["method"] == "Network.requestWillBeSent":
-            url = params["request"]["url"]
-            if re.match(r"^(https?|wss?|ftp):", url):
-                problems.append(f"network request: {url}")
-        elif message["method"] == "Network.responseReceived":
-            status = params["response"].get("status", 0)
-            if status >= 400:
-                problems.append(f"HTTP {status}: {params['response']['url']}")
-    return problems
-
-
 def test_report_renders_in_headless_chromium(report_html: Path, browser) -> None:
     from selenium.webdriver.common.by import By
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.get("about:blank")
-    _page_problems(browser)  # drop what the browser did before the report
+    page_problems(browser)  # drop what the browser did before the report
     url = report_html.resolve().as_uri()
     browser.get(url)
     assert browser.title == "Snakemake Report"
@@ -716,7 +651,7 @@ def test_report_renders_in_headless_chromium(report_html: Path, browser) -> None
         assert heading in text, heading
     browser.save_screenshot(str(ARTIFACTS / "report_run_overview.png"))
 
-    problems = _page_problems(browser)
+    problems = page_problems(browser)
     assert not problems, "\n".join(problems)
 
 
@@ -738,7 +673,7 @@ def test_report_opens_on_the_findings(report_html: Path, browser) -> None:
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.get("about:blank")
-    _page_problems(browser)
+    page_problems(browser)
     browser.get(report_html.resolve().as_uri())
     categories = report_data(report_html.read_text(), "categories")
     order = [a.text.strip() for a in browser.find_elements(By.CSS_SELECTOR, "nav a")
@@ -759,7 +694,7 @@ def test_report_opens_on_the_findings(report_html: Path, browser) -> None:
     browser.switch_to.default_content()
     assert heading == "Findings" and len(sentences) > 10
     browser.save_screenshot(str(ARTIFACTS / "report_findings.png"))
-    problems = _page_problems(browser)
+    problems = page_problems(browser)
     assert not problems, "\n".join(problems)
 
 
@@ -772,7 +707,7 @@ def test_explorer_runs_inside_report_zip(report_zip: Path, browser) -> None:
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.get("about:blank")
-    _page_problems(browser)
+    page_problems(browser)
     browser.get(report_zip.resolve().as_uri())
     _click_link(browser, "0. Findings")
     browser.switch_to.frame(_open_item(browser, "interactive UMAP explorer"))
@@ -787,5 +722,51 @@ def test_explorer_runs_inside_report_zip(report_zip: Path, browser) -> None:
     browser.switch_to.default_content()
     assert before > 2 and sorted(after) == ["MSC", "control"], (before, after)
     browser.save_screenshot(str(ARTIFACTS / "report_explorer.png"))
-    problems = _page_problems(browser)
+    problems = page_problems(browser)
     assert not problems, "\n".join(problems)
+
+
+# --- captions in step with the config ------------------------------------------------------
+
+# Choices whose value a caption states: each caption must take it from the config.
+CAPTION_CHOICES = {("qc", "doublet_method"), ("scoring", "method"),
+                   ("cluster", "integration", "method")}
+
+
+def _caption_config(overrides: dict) -> dict:
+    cfg = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    for keys, value in overrides.items():
+        section = cfg
+        for key in keys[:-1]:
+            section = section[key]
+        section[keys[-1]] = value
+    return cfg
+
+
+def _choices(keys: tuple[str, ...]) -> list[str]:
+    schema = load_schema()
+    node = schema
+    for key in keys:
+        node = node["properties"][key]
+    return list(node["enum"])
+
+
+@pytest.mark.parametrize("keys", sorted(CAPTION_CHOICES))
+def test_captions_name_the_configured_method_and_no_other(keys: tuple[str, ...]) -> None:
+    """Rendered with each choice of the setting, no caption names another choice as what
+    the run did (the workflow description once said "scrublet doublets" under the
+    classifier default)."""
+    captions = sorted((REPO / "workflow" / "report").glob("*.rst"))
+    for value in _choices(keys):
+        # "scanpy", "none" and "mean" are also plain words or the library; doublet method
+        # scanpy is sc.pp.scrublet, so its captions may name scrublet
+        others = [c for c in _choices(keys) if c != value and c not in ("scanpy", "none", "mean")
+                  and not (value == "scanpy" and c == "scrublet")]
+        cfg = _caption_config({keys: value})
+        for rst in captions:
+            text = jinja2.Template(rst.read_text()).render(
+                snakemake=types.SimpleNamespace(config=cfg, params=types.SimpleNamespace(
+                    condition="control"), wildcards={}))
+            named = [o for o in others if re.search(rf"\b{o}s?\b", text, re.IGNORECASE)
+                     and not re.search(rf"\b(or|for|method|e\.g\.) (``)?{o}", text, re.IGNORECASE)]
+            assert not named, f"{rst.name} under {'.'.join(keys)}={value} names {named}"

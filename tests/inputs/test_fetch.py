@@ -18,17 +18,15 @@ import numpy as np
 import pytest
 import scipy.io
 import scipy.sparse as sp
+from helpers import make_workdir
+from httpserver import FaultyServer
 
 from mscflow.errors import ConfigError, SampleSheetError
 from mscflow.inputs import fetch
 from mscflow.inputs.readers import read_sample
 from mscflow.inputs.samplesheet import read_sample_sheet
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import make_workdir  # noqa: E402
-from httpserver import FaultyServer  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TM_LUNG = ROOT / "tests" / "data" / "tabula-muris-lung-10X_P7_8"
 N_CELLS = 50
 N_GENES = 23433

@@ -7,7 +7,6 @@ Kept cheap: two demo samples of 300 cells, targets up to results/cluster/.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,38 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_workdir, run_snakemake, snakemake_cmd
+from helpers import run_snakemake, small_workdir, snakemake_cmd
 
-SMALL_CELLS = 300
 SAMPLES = ["lung_control_1", "lung_MSC_1"]
 TARGET = "results/cluster/clustered.h5ad"
-
-
-@pytest.fixture(scope="session")
-def small_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Demo inputs at 300 cells a sample (rule make_demo only), made once per session."""
-    root = tmp_path_factory.getbasetemp() / "small_inputs"
-    demo = root / "resources" / "demo"
-    if not (demo / "samples.tsv").exists():
-        make_workdir(root, {"demo": {"cells_per_sample": SMALL_CELLS}})
-        run_snakemake(root, "--cores", "1", "resources/demo/samples.tsv")
-    return demo
-
-
-def small_workdir(path: Path, demo: Path, samples: list[str],
-                  config_updates: dict | None = None) -> Path:
-    """A working directory whose sheet lists ``samples`` of the demo, copied to data/."""
-    make_workdir(path, config_updates, with_contrasts=False)
-    sheet = pd.read_csv(demo / "samples.tsv", sep="\t", dtype=str, keep_default_na=False)
-    sheet = sheet[sheet["sample"].isin(samples)].copy()
-    (path / "data").mkdir()
-    for i, row in sheet.iterrows():
-        source = demo / Path(row["path"]).name
-        copy = shutil.copytree if source.is_dir() else shutil.copy2
-        copy(source, path / "data" / source.name)
-        sheet.loc[i, "path"] = f"data/{source.name}"
-    sheet.to_csv(path / "config" / "samples.tsv", sep="\t", index=False)
-    return path
 
 
 def _outputs(workdir: Path) -> dict[str, object]:

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from mscflow import genesets as gs
 from mscflow.annotate import core as an
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TM_LUNG = ROOT / "tests" / "data" / "tabula-muris-lung-10X_P7_8"
 GENESETS = ROOT / "resources" / "genesets"
 

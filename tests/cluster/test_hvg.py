@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-from conftest import TABULA_MURIS
+from helpers import TABULA_MURIS
 from scipy import sparse
 
 from mscflow.cluster.hvg import BLOCK_CELLS, highly_variable_genes

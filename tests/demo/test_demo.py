@@ -16,7 +16,7 @@ from mscflow.demo.simulate import generate_demo
 from mscflow.genesets import read_gmt
 from mscflow.inputs.readers import read_sample
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SETS = REPO / "resources" / "genesets"
 
 
