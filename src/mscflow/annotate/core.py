@@ -50,6 +50,7 @@ class AnnotationSettings(Settings):
     """Config section ``annotation``: how sure a cluster's label must be (keys in the
     schema; config/README.md)."""
 
+
 CLUSTER_COLUMNS = [
     "cluster", "tissue", "label", "margin", "fraction_agreeing", "n_cells", "best_score",
     "second_label", "top_marker_genes",

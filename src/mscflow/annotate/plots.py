@@ -5,10 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from mscflow.plotting import (
-    cell_type_rank,
-    set_style,
-)
+from mscflow.plotting import cell_type_rank, set_style
 
 
 def marker_set_dotplot(dot: pd.DataFrame) -> plt.Figure:

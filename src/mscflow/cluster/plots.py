@@ -11,12 +11,7 @@ import pandas as pd
 import scanpy as sc
 import seaborn as sns
 
-from mscflow.plotting import (
-    BASE_FONT_SIZE,
-    cell_type_palette,
-    condition_palette,
-    set_style,
-)
+from mscflow.plotting import BASE_FONT_SIZE, cell_type_palette, condition_palette, set_style
 
 
 def umap_panels(adata: ad.AnnData, keys: Sequence[str], *, titles: Mapping[str, str] | None = None,

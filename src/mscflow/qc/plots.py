@@ -7,11 +7,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from mscflow.plotting import (
-    BASE_FONT_SIZE,
-    rotate_xticklabels,
-    set_style,
-)
+from mscflow.plotting import BASE_FONT_SIZE, rotate_xticklabels, set_style
 
 
 def qc_distributions(metrics: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:

@@ -9,12 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from mscflow.plotting import (
-    cell_type_rank,
-    condition_palette,
-    rotate_xticklabels,
-    set_style,
-)
+from mscflow.plotting import cell_type_rank, condition_palette, rotate_xticklabels, set_style
 
 
 def cell_type_means(mean_scores: pd.DataFrame) -> pd.DataFrame:
