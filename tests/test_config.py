@@ -134,3 +134,90 @@ def test_sheet_comments_and_hash_inside_fields(tmp_path: Path) -> None:
                      "a\tlung\tcontrol\t1\tmouse\tp\t10x_mtx\textra\n")
     with pytest.raises(SampleSheetError, match="line 2: 8 fields but the header has 7"):
         read_sample_sheet(sheet)
+
+
+def test_quoted_sheet_fields_lose_their_quotes(tmp_path: Path) -> None:
+    """A sheet saved by a spreadsheet quotes fields holding quotes or separators: the
+    quotes are the file's, not the value's (a contrast then matches the condition)."""
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text('sample\ttissue\t"condition"\treplicate\tspecies\tpath\tformat\tnote\n'
+                     'a\tlung\t"MSC ""apoptotic"""\t"1"\tmouse\tdata/a\t10x_mtx\t"x, y"\n'
+                     'b\tlung\tcontrol\t1\tmouse\tdata/b\t10x_mtx\t"unbalanced\n')
+    rows = read_sample_sheet(sheet, validate=False)
+    assert rows.loc["a", "condition"] == 'MSC "apoptotic"' and rows.loc["a", "note"] == "x, y"
+    assert rows.loc["a", "replicate"] == "1" and rows.loc["b", "note"] == '"unbalanced'
+
+
+def _holds(filled: object, given: object) -> bool:
+    """Whether ``filled`` (defaults added) holds every value of ``given``."""
+    if isinstance(given, dict):
+        return isinstance(filled, dict) and all(_holds(filled.get(k), v) for k, v in given.items())
+    if isinstance(given, list):
+        return isinstance(filled, list) and len(filled) == len(given) and all(
+            _holds(f, g) for f, g in zip(filled, given, strict=True))
+    return filled == given
+
+
+def _snakemake_config(*entries: str) -> dict:
+    """``--config`` entries as Snakemake itself hands them to the workflow."""
+    from snakemake.cli import parse_config
+
+    return parse_config(list(entries))
+
+
+# One documented override per section, as a user types it (config/README.md, docs/).
+SECTION_OVERRIDES = {
+    "qc": ("qc={min_counts: 600, doublet_method: scrublet}",
+           {"min_counts": 600, "doublet_method": "scrublet"}),
+    "fetch": ("fetch={update_lock: true}", {"update_lock": True}),
+    "cluster": ("cluster={resolutions: [0.5, 1.5], default_resolution: 1.5}",
+                {"resolutions": [0.5, 1.5], "default_resolution": 1.5}),
+    "genesets": ("genesets={min_genes: 2}", {"min_genes": 2}),
+    "scoring": ("scoring={sets: [momf, pan_macrophage]}", {"sets": ["momf", "pan_macrophage"]}),
+    "annotation": ("annotation={min_margin: 0.1}", {"min_margin": 0.1}),
+    "report": ("report={explorer_max_cells: 5000}", {"explorer_max_cells": 5000}),
+    "contrast_settings": ("contrast_settings={fdr: 0.1, gsea: {permutations: 200}}",
+                          {"fdr": 0.1, "gsea": {"permutations": 200}}),
+    "trajectory": ("trajectory={tissues: [liver], n_dcs: 8}", {"tissues": ["liver"], "n_dcs": 8}),
+    "communication": ("communication={enabled: false, n_perms: 50}",
+                      {"enabled": False, "n_perms": 50}),
+    "demo": ("demo={cells_per_sample: 400}", {"cells_per_sample": 400}),
+    "contrasts": ("contrasts=[{name: lung_msc, tissue: lung, condition: '1', "
+                  "reference: control}]",
+                  [{"name": "lung_msc", "tissue": "lung", "condition": "1",
+                    "reference": "control"}]),
+}
+
+
+def test_every_schema_section_has_a_documented_override() -> None:
+    schema = cfg.load_schema()["properties"]
+    sections = {k for k, v in schema.items() if v.get("type") in ("object", "array")}
+    assert sections - {"preset"} <= set(SECTION_OVERRIDES) | {"h5ad_compression"}, \
+        sorted(sections - set(SECTION_OVERRIDES))
+
+
+@pytest.mark.parametrize("section", sorted(SECTION_OVERRIDES))
+def test_nested_config_overrides_take_the_schema_types(section: str) -> None:
+    """Snakemake reads nested --config values as text; the run types them by the schema
+    (text the schema takes as text, like the condition '1', stays text)."""
+    entry, expected = SECTION_OVERRIDES[section]
+    given = _snakemake_config(entry)
+    typed = cfg.parse_cli_overrides(given)
+    assert typed[section] == expected
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    filled = cfg.validate_config(cfg.deep_update(base, typed))
+    assert _holds(filled[section], expected), (filled[section], expected)
+
+
+def test_config_override_of_the_wrong_type_still_names_the_key() -> None:
+    typed = cfg.parse_cli_overrides(_snakemake_config("qc={min_counts: many}"))
+    with pytest.raises(ConfigError, match=r"qc.min_counts: 'many' is not of type 'integer'"):
+        cfg.validate_config(typed)
+
+
+def test_settings_read_the_json_a_rule_hands_over() -> None:
+    """Rules hand config sections to jobs as markup-free JSON (report.html shows params)."""
+    from mscflow.report.markup import report_json
+
+    text = report_json({"min_counts": 600, "doublet_method": "scrublet"})
+    assert "<" not in text and QCSettings.from_config(text).min_counts == 600

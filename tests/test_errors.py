@@ -54,6 +54,16 @@ CASES = [
          "a contrast naming a condition no sample of its tissue has",
          ("contrast 'lung_lps'", "condition 'LPS' has no samples of tissue 'lung'"),
          "fix `condition`/`reference` of the contrast or add those samples"),
+    Case("config-default-resolution", "config",
+         "`cluster.default_resolution` not among `cluster.resolutions`",
+         ("cluster.default_resolution 0.8 is not among cluster.resolutions [0.5, 1]",),
+         "add it to `cluster.resolutions`, or choose one of them"),
+    Case("config-mito-floor", "config", "`qc.pct_mito_floor` above `qc.max_pct_mito`",
+         ("qc.pct_mito_floor 30 is above qc.max_pct_mito 20",),
+         "keep the floor at or below the ceiling"),
+    Case("config-n-pcs", "config", "`cluster.n_pcs` not below `cluster.n_top_genes`",
+         ("cluster.n_pcs 60 is not below cluster.n_top_genes 50",),
+         "lower `cluster.n_pcs` or raise `cluster.n_top_genes`"),
     Case("config-unknown-set", "config", "`scoring.sets` naming a set no programme GMT has",
          ("config key 'scoring.sets'", "did you mean 'efferocytosis_combined'"),
          "use a set name of the programme files"),
@@ -129,6 +139,16 @@ CASES = [
     Case("data-wrong-species", "data", "a human sample in a mouse run",
          ("the sample sheet says mouse", "likely a human sample"),
          "fix `species`, run human and mouse samples separately"),
+    Case("data-10x-no-cells", "data", "a 10x folder without cells (empty barcodes)",
+         ("the 10x folder", "holds no cells"), "check the Cell Ranger run, or drop the sample"),
+    Case("data-10x-short-file", "data", "a barcodes (or features) file shorter than the "
+         "matrix", ("lists 3 barcodes", "barcodes.tsv.gz' does not belong to this matrix or is "
+                    "truncated"), "re-download or re-export the folder"),
+    Case("data-10x-transposed", "data", "a 10x matrix written cells x genes",
+         ("the matrix looks transposed",), "write it genes x cells, as Cell Ranger does"),
+    Case("data-mtx-fraction", "data", "a fraction in an mtx whose header says `integer`",
+         ("declares integer values in its header but holds 1 non-integer one(s)",),
+         "re-export the raw counts"),
     Case("data-truncated-h5", "data", "a truncated or corrupt .h5/.h5ad/.mtx",
          ("could not read", "may be truncated or corrupt"), "re-download or re-export it"),
     Case("data-not-hdf5", "data", "a file of another format than `format` says",
@@ -146,6 +166,14 @@ CASES = [
          ("have fewer than", "genes in the mouse data", "genesets.on_too_few: drop"),
          "check the set's species and symbols, lower `genesets.min_genes`, or "
          "`genesets.on_too_few: drop`"),
+    Case("gmt-no-programme-left", "gene sets", "no programme set keeps `genesets.min_genes` "
+         "genes on the data's panel", ("none of the 23 programme set(s) of",
+                                       "among the data's 5 genes", "lower genesets.min_genes"),
+         "lower `genesets.min_genes`, or give a GMT that fits the panel"),
+    Case("gmt-no-marker-left", "gene sets", "no marker set keeps `genesets.min_genes` genes",
+         ("marker set(s) of", "so marker annotation has nothing to work on",
+          "the authors' labels"),
+         "lower `genesets.min_genes`, give a marker GMT that fits, or use the authors' labels"),
     Case("annotation-tissue-no-labels", "gene sets", "a tissue left with no usable marker set "
          "(restricted gene panel)", ("tissue 'liver' has no candidate label left",),
          "use a fuller gene panel, lower `genesets.min_genes`, or add marker sets"),
@@ -153,6 +181,9 @@ CASES = [
     Case("run-locked", "runs", "a second `snakemake` in the same working directory",
          ("Directory cannot be locked",),
          "wait for the other run; after a crash, `snakemake --unlock`"),
+    Case("run-disk-full", "runs", "the disk fills while a result is written",
+         ("no space left on the device of", "the half-written file was removed"),
+         "free space, or run in a working directory on a larger disk (`snakemake -d`)"),
 ]
 BY_ID = {c.id: c for c in CASES}
 
@@ -212,6 +243,9 @@ PARSE_SETUPS: dict[str, tuple[dict, str | None, dict[str, str]]] = {
     "config-contrast-condition": (
         {"contrasts": [{"name": "lung_lps", "tissue": "lung", "condition": "LPS",
                         "reference": "control"}]}, None, {}),
+    "config-default-resolution": ({"cluster": {"default_resolution": 0.8}}, None, {}),
+    "config-mito-floor": ({"qc": {"pct_mito_floor": 30, "max_pct_mito": 20}}, None, {}),
+    "config-n-pcs": ({"cluster": {"n_pcs": 60, "n_top_genes": 50}}, None, {}),
     "config-unknown-set": ({"scoring": {"sets": ["efferocytosis_combind"]}}, None, {}),
     "sheet-missing-column": (
         {}, _sheet(*("\t".join(r.split("\t")[:4] + r.split("\t")[5:]) for r in DEMO_ROWS),
@@ -297,6 +331,23 @@ def test_parse_time_errors_stop_snakemake_before_any_job(tmp_path: Path, case_id
     assert not (workdir / "results").exists(), f"{case_id}: results/ was written"
     assert not (workdir / "resources" / "demo").exists(), f"{case_id}: a job ran"
     assert "Traceback (most recent call last)" not in output
+
+
+@pytest.mark.workflow
+def test_documented_nested_overrides_pass_the_pre_run_check(tmp_path: Path) -> None:
+    """The fix docs/errors.md gives for a changed pinned file, and a nested QC override, as
+    typed on the command line: accepted by the pre-run check (Snakemake hands them over as
+    text)."""
+    from helpers import make_workdir, snakemake_cmd
+
+    workdir = make_workdir(tmp_path / "w")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(snakemake_cmd(workdir, "-n", "--cores", "1", "--config",
+                                        "fetch={update_lock: true}", "qc={min_counts: 600}",
+                                        "cluster={resolutions: [0.5, 2], default_resolution: 2}"),
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "fetch='{update_lock: true}'" in DOC.read_text()
 
 
 def test_hostile_ids_never_leave_results(tmp_path: Path) -> None:
@@ -436,6 +487,112 @@ def test_format_not_matching_file(tmp_path: Path) -> None:
     assert_message("data-not-hdf5", str(err.value))
     with pytest.raises(InputDataError, match="is a folder"):
         read_sample(tmp_path, "h5ad", sample="csv_1")
+
+
+def _rewrite_gz(path: Path, edit) -> None:
+    with gzip.open(path, "rt") as fh:
+        text = fh.read()
+    with gzip.open(path, "wt") as fh:
+        fh.write(edit(text))
+
+
+def test_10x_folder_problems_name_the_file(tmp_path: Path) -> None:
+    """No cells, a barcodes file one line short, a transposed matrix and a fraction in an
+    integer matrix: each named with its file, none offering `layer` (10x rows have none)."""
+    from mscflow.errors import InputDataError
+    from mscflow.inputs.readers import read_sample
+
+    empty = _write_mtx(tmp_path / "empty", n_cells=0)
+    short = _write_mtx(tmp_path / "short", n_cells=4)
+    _rewrite_gz(short / "barcodes.tsv.gz", lambda t: "".join(t.splitlines(True)[:3]))
+    fraction = _write_mtx(tmp_path / "fraction", n_cells=4)
+    _rewrite_gz(fraction / "matrix.mtx.gz", lambda t: t.replace("\n2 1 2\n", "\n2 1 2.5\n"))
+    for case, folder, where in (("data-10x-no-cells", empty, str(empty)),
+                                ("data-10x-short-file", short, str(short / "barcodes.tsv.gz")),
+                                ("data-mtx-fraction", fraction, str(fraction / "matrix.mtx.gz"))):
+        with pytest.raises(InputDataError) as err:
+            read_sample(folder, "10x_mtx", sample="tenx_1")
+        assert_message(case, str(err.value))
+        assert where in str(err.value) and "sample 'tenx_1'" in str(err.value)
+        assert "`layer`" not in str(err.value)
+    # cells as rows: 4 genes x 3 cells written as 3 x 4
+    transposed = _write_mtx(tmp_path / "transposed", n_cells=3, genes=("Actb", "Cd68", "Lyz2",
+                                                                      "Cd3e"))
+    _rewrite_gz(transposed / "matrix.mtx.gz", lambda t: t.replace("\n4 3 12\n", "\n3 4 12\n"))
+    with pytest.raises(InputDataError) as err:
+        read_sample(transposed, "10x_mtx", sample="tenx_1")
+    assert_message("data-10x-transposed", str(err.value))
+
+
+def test_normalised_10x_values_advise_no_layer(tmp_path: Path) -> None:
+    """A 10x matrix of real (normalised) values: the advice fits a 10x row (no `layer`)."""
+    from mscflow.errors import InputDataError
+    from mscflow.inputs.readers import read_sample
+
+    folder = _write_mtx(tmp_path / "real", n_cells=4)
+    _rewrite_gz(folder / "matrix.mtx.gz",
+                lambda t: t.replace("integer", "real").replace(" 1\n", " 0.25\n"))
+    with pytest.raises(InputDataError) as err:
+        read_sample(folder, "10x_mtx", sample="tenx_1")
+    assert_message("data-non-integer", str(err.value))
+    assert "`layer`" not in str(err.value) and "re-export the counts" in str(err.value)
+
+
+def test_nothing_left_to_score_or_annotate_names_the_gmt_and_panel() -> None:
+    """A panel on which no programme (or no marker) set keeps enough genes stops in the
+    gene-set library rule, naming the GMT, the panel size and the fixes."""
+    from mscflow.config import schema_defaults
+    from mscflow.errors import InputDataError
+    from mscflow.genesets import GeneSetSettings, library_stage
+
+    settings = GeneSetSettings.from_config(schema_defaults("genesets"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(REPO)
+        with pytest.raises(InputDataError) as err:
+            library_stage(["Actb", "Gapdh", "Cd3e", "Cd19", "Ptprc"], settings, species="mouse")
+        assert_message("gmt-no-programme-left", str(err.value))
+        assert "resources/genesets/programmes_mouse.gmt" in str(err.value)
+        # programme genes present, no marker set complete: markers are what is missing
+        programme_genes = ["Cd68", "Adgre1", "Csf1r", "Mertk", "Axl", "Gas6", "Il10", "Il10ra",
+                           "Il10rb", "Stat3", "Socs3", "Mfge8", "Itgav", "Itgb5", "Cd47"]
+        with pytest.raises(InputDataError) as err:
+            library_stage(programme_genes, GeneSetSettings.from_config(
+                {**schema_defaults("genesets"), "min_genes": 4}), species="mouse")
+        assert_message("gmt-no-marker-left", str(err.value))
+        assert "celltype_markers_mouse.gmt" in str(err.value)
+
+
+def test_disk_full_names_the_path_and_leaves_nothing(tmp_path: Path) -> None:
+    """A real full file system (a 1 MB tmpfs, root only): the writer's error names the path
+    and the space, and neither the target nor a temporary file is left."""
+    import shutil as sh
+
+    import pandas as pd
+
+    from mscflow.errors import DiskFullError
+    from mscflow.io import write_table_atomic
+
+    if os.geteuid() != 0 or not sh.which("mount"):
+        if os.environ.get("MSCFLOW_REQUIRE_SLURM") == "1":  # CI runs as root
+            pytest.fail("the disk-full test needs root (mount -t tmpfs)")
+        pytest.skip("needs root to mount a small tmpfs")
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        (disk / "earlier.tsv").write_text("kept\n")
+        table = pd.DataFrame({"x": range(300_000)})
+        with pytest.raises(DiskFullError) as err:
+            write_table_atomic(table, disk / "scores.tsv")
+        assert_message("run-disk-full", str(err.value))
+        assert str(disk / "scores.tsv") in str(err.value) and "MB free now" in str(err.value)
+        assert sorted(p.name for p in disk.iterdir()) == ["earlier.tsv"]
+        assert (disk / "earlier.tsv").read_text() == "kept\n"
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
 
 
 def test_species_check() -> None:
@@ -665,6 +822,68 @@ def test_fuzz_sample_sheet(tmp_path_factory: pytest.TempPathFactory) -> None:
             assert str(path) in str(err)
 
     check()
+
+
+def test_fuzz_run_plan(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Arbitrary text in every sheet column and in nested --config values (as Snakemake hands
+    them over): the pre-run check gives a run plan whose every sample path stays under
+    results/, or a MscflowError naming what to fix; nothing else (no crash)."""
+    import yaml
+    from helpers import make_workdir
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from snakemake.cli import parse_config
+
+    from mscflow.errors import MscflowError
+    from mscflow.run import prepare_run
+
+    root = tmp_path_factory.mktemp("fuzz_run")
+    workdir = make_workdir(root / "w", with_contrasts=False)
+    _write_mtx(workdir / "data" / "a")
+    base = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    columns = ["sample", "tissue", "condition", "replicate", "species", "path", "format",
+               "layer", "obs_filter", "var_symbols", "keep_obs", "url", "sha256", "member",
+               "batch"]
+    field = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                           blacklist_characters="\t\n\r\x0b\x0c\x1c\x1d"
+                                                                "\x1e\x85\u2028\u2029"),
+                    max_size=20)
+    valid = {"sample": "a", "tissue": "lung", "condition": "control", "replicate": "1",
+             "species": "mouse", "path": "data/a", "format": "10x_mtx"}
+    sections = ["qc", "cluster", "fetch", "report", "contrasts", "seed", "annotation",
+                "genesets", "scoring", "samples", "demo", "no_such_key"]
+    override = st.tuples(st.sampled_from(sections), st.one_of(
+        field, st.dictionaries(st.sampled_from(["min_counts", "default_resolution",
+                                                "update_lock", "sets", "seed", "x"]),
+                               field, max_size=2).map(
+            lambda d: "{" + ", ".join(f"{k}: {v!r}" for k, v in d.items()) + "}")))
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(st.sampled_from(columns), field, max_size=5),
+           st.lists(override, max_size=2))
+    def check(hostile: dict, overrides: list) -> None:
+        row = {**valid, **hostile}
+        (workdir / "config" / "samples.tsv").write_text(
+            "\t".join(columns) + "\n" + "\t".join(row.get(c, "") for c in columns) + "\n",
+            encoding="utf-8")
+        try:
+            cli = parse_config([f"{k}={v}" for k, v in overrides])
+        except ValueError:
+            cli = {}  # Snakemake itself refuses it before the workflow sees it
+        config = {**base, **cli}  # Snakemake's merge of --config over config.yaml
+        try:
+            run = prepare_run(config, presets_dir=REPO / "config" / "presets",
+                              cli_overrides=cli)
+        except MscflowError as err:
+            assert str(err).strip() and "Traceback" not in str(err)
+            return
+        for sample in run.sample_ids:
+            target = os.path.normpath(f"results/qc/{sample}.h5ad")
+            assert target.startswith("results/qc/") and "/" not in sample, sample
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        check()
 
 
 def test_fuzz_gmt(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -147,6 +148,79 @@ def schema_defaults(section: str | None = None) -> dict:
     return fill_defaults({}, schema)
 
 
+def deep_update(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``new``, merging nested mappings key by key."""
+    out = dict(base)
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _schema_child(node: Mapping | None, key: str | None) -> Mapping | None:
+    """Schema of a mapping's ``key`` (or of a list's items when ``key`` is None)."""
+    if not isinstance(node, Mapping):
+        return None
+    if key is None:
+        items = node.get("items")
+        return items if isinstance(items, Mapping) else None
+    extra = node.get("additionalProperties")
+    return node.get("properties", {}).get(key, extra if isinstance(extra, Mapping) else None)
+
+
+def _typed_text(value: Any, node: Mapping | None) -> Any:
+    """``value`` with every text leaf the schema does not take as text read as YAML."""
+    if isinstance(value, Mapping):
+        return {k: _typed_text(v, _schema_child(node, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed_text(v, _schema_child(node, None)) for v in value]
+    if not isinstance(value, str) or node is None or not schema_errors(value, node):
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return parsed if not schema_errors(parsed, node) else value
+
+
+def parse_cli_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``--config`` values typed as the schema wants them.
+
+    Snakemake reads ``--config qc='{min_counts: 600}'`` with YAML's base loader, so nested
+    values arrive as text (``{'min_counts': '600'}``); every text value the schema does not
+    accept as text is read as YAML (``'600'`` -> 600, ``'true'`` -> True) and kept when the
+    schema accepts that. Values the schema takes as text (paths, names) stay as written.
+    """
+    return _typed_text(dict(overrides), load_schema())
+
+
+def cross_field_problems(config: Mapping[str, Any]) -> list[str]:
+    """Settings valid one by one that contradict each other, one line each naming both keys."""
+    problems = []
+    cluster, qc = config.get("cluster", {}), config.get("qc", {})
+    resolutions = [float(r) for r in cluster.get("resolutions", [])]
+    default = cluster.get("default_resolution")
+    if default is not None and resolutions and float(default) not in resolutions:
+        problems.append(
+            f"cluster.default_resolution {default:g} is not among cluster.resolutions "
+            f"[{', '.join(f'{r:g}' for r in resolutions)}]: add it to cluster.resolutions or set "
+            "cluster.default_resolution to one of them")
+    floor, ceiling = qc.get("pct_mito_floor"), qc.get("max_pct_mito")
+    if floor is not None and ceiling is not None and floor > ceiling:
+        problems.append(
+            f"qc.pct_mito_floor {floor:g} is above qc.max_pct_mito {ceiling:g}: the MAD "
+            "threshold is kept between the two, so the floor must not exceed the ceiling")
+    n_pcs, n_top = cluster.get("n_pcs"), cluster.get("n_top_genes")
+    if n_pcs is not None and n_top is not None and n_pcs >= n_top:
+        problems.append(
+            f"cluster.n_pcs {n_pcs} is not below cluster.n_top_genes {n_top}: principal "
+            "components are computed on the highly variable genes; lower cluster.n_pcs or "
+            "raise cluster.n_top_genes")
+    return problems
+
+
 def validate_config(config: Mapping, *, source: str = "config.yaml (with --config)") -> dict:
     """Check ``config`` against the schema and return it with every default filled in.
 
@@ -158,6 +232,8 @@ def validate_config(config: Mapping, *, source: str = "config.yaml (with --confi
     filled = fill_defaults(dict(config), schema) if not errors else {}
     if not errors:
         errors = schema_errors(filled, schema)  # a wrong default in the schema itself
+    if not errors:
+        errors = cross_field_problems(filled)
     if errors:
         raise ConfigError(
             f"{source} is invalid:\n  - " + "\n  - ".join(errors)
@@ -208,12 +284,17 @@ class Settings:
     SECTION: ClassVar[str] = ""
 
     @classmethod
-    def from_config(cls: type[S], section: Mapping | None = None, **runtime: Any) -> S:
+    def from_config(cls: type[S], section: Mapping | str | None = None, **runtime: Any) -> S:
         """Validate the config section, fill its schema defaults, build the settings.
+
+        ``section`` is a mapping, or its JSON text (how rules hand it over, see
+        ``mscflow.report.markup.report_json``).
 
         An unknown key raises :class:`ConfigError` naming it and the nearest valid key.
         """
         schema = section_schema(cls.SECTION)
+        if isinstance(section, str):  # a rule's params as JSON (mscflow.report.markup)
+            section = json.loads(section)
         values = dict(section or {})
         errors = schema_errors(values, schema, prefix=cls.SECTION)
         if errors:

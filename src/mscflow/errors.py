@@ -18,3 +18,8 @@ class SampleSheetError(MscflowError, ValueError):
 
 class InputDataError(MscflowError, ValueError):
     """A sample's data cannot be used; the message names the sample, the file and the fix."""
+
+
+class DiskFullError(MscflowError, OSError):
+    """A result could not be written for lack of space; the message names the path, the
+    bytes written before it failed and the space left."""

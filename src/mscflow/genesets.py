@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from mscflow.config import Settings, nearest_key, settings_section
-from mscflow.errors import ConfigError
+from mscflow.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
 
@@ -520,6 +520,23 @@ class GeneSetLibrary:
 LIBRARY_REPORT = ["kind", "gmt", *REPORT_COLUMNS]
 
 
+def nothing_left_message(kind: str, report: pd.DataFrame, gmts: Sequence[str], *,
+                         n_genes: int, min_genes: int) -> str:
+    """Why a run cannot go on: every ``kind`` set of ``gmts`` has too few genes in the data."""
+    best = report.sort_values("n_found", ascending=False, kind="stable").head(3)
+    closest = ", ".join(f"{r.set} {r.n_found} of {r.n_genes}" for r in best.itertuples())
+    uses = ("scoring, contrasts and GSEA have" if kind == "programme" else
+            "marker annotation has")
+    fixes = ("give a programme GMT whose sets fit this panel (genesets.extra or "
+             "genesets.programmes)" if kind == "programme" else
+             "give a marker GMT whose sets fit this panel (genesets.markers), or take the "
+             "authors' labels (a keep_obs column) instead of marker annotation")
+    return (f"none of the {len(report)} {kind} set(s) of {', '.join(gmts)} has "
+            f"genesets.min_genes={min_genes} of its genes among the data's {n_genes} genes "
+            f"(closest: {closest or 'none'}), so {uses} nothing to work on. The panel is "
+            f"too small for these sets: lower genesets.min_genes, or {fixes}.")
+
+
 def build_library(
     var_names: Iterable[str],
     *,
@@ -531,6 +548,7 @@ def build_library(
     synonyms: pd.DataFrame | None = None,
     orthologs: pd.DataFrame | None = None,
     on_too_few: str = "drop",
+    markers_needed: bool = True,
 ) -> GeneSetLibrary:
     """Match every GMT of the run to the data's genes (synonyms, orthologs, ``min_genes``).
 
@@ -538,7 +556,9 @@ def build_library(
     user's extra files); ``sets`` keeps only those programme names (empty = all). Set names
     must be unique across the programme files. Marker sets are of the data's species. Sets
     with fewer than ``min_genes`` genes found are dropped (and listed in the report and in
-    ``dropped``) or stop the run, as ``on_too_few`` says.
+    ``dropped``) or stop the run, as ``on_too_few`` says. No programme set left (or no
+    marker set, when ``markers_needed``) raises :class:`InputDataError` with the GMT, the
+    panel size and the fixes.
     """
     var_names = list(var_names)
     wanted = set(sets)
@@ -565,6 +585,13 @@ def build_library(
     markers = {k: as_weights(v) for k, v in matched.items()}
     reports.append(rep.assign(kind="marker", gmt=str(marker_gmt)))
     report = pd.concat(reports, ignore_index=True)[LIBRARY_REPORT]
+    for kind, kept, files in (("programme", programmes, [str(g) for g, _ in programme_gmts]),
+                              ("marker", markers if markers_needed else {"": None},
+                               [str(marker_gmt)])):
+        if not kept:
+            raise InputDataError(nothing_left_message(
+                kind, report[report["kind"] == kind], files, n_genes=len(var_names),
+                min_genes=min_genes))
     dropped = report[report["status"] == "dropped"]
     return GeneSetLibrary(data_species, programmes, markers, report, {
         kind: dict(zip(rows["set"], rows["reason"], strict=True))

@@ -6,9 +6,11 @@ when complete, so a file under its final name is always whole.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +20,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from mscflow.errors import InputDataError
+from mscflow.errors import DiskFullError, InputDataError
 
 __all__ = [
     "read_sample_rows", "remove_pending_files", "write_figure_atomic", "write_h5ad_atomic",
@@ -56,11 +58,39 @@ def _atomic_target(path: str | Path) -> Iterator[str]:
     try:
         yield tmp
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
         Path(tmp).unlink(missing_ok=True)
+        if _is_disk_full(err):
+            raise DiskFullError(disk_full_message(path, written)) from err
         raise
     finally:
         _PENDING.discard(tmp)
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or an error it wraps: h5py, gzip, pandas) is 'no space left'."""
+    while err is not None:
+        if isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT)
+                                         or "No space left on device" in str(err)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def disk_full_message(path: str | Path, written: int) -> str:
+    """'No space left' for ``path``: what was written before it failed, what is free."""
+    path = Path(path)
+    free = shutil.disk_usage(path.parent).free
+    return (f"no space left on the device of '{path}': writing it failed after "
+            f"{_megabytes(written)} ({_megabytes(free)} free now). It needs more than that: "
+            f"free space there (at least {_megabytes(max(written, 1e6))} more), or run in a "
+            "working directory on a larger disk (snakemake -d); the half-written file was "
+            "removed and earlier results are untouched.")
 
 
 def read_sample_rows(h5ad: str | Path, sample: str, obs_columns: Sequence[str] = (),

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from mscflow.config import validate_config
+from mscflow.config import deep_update, parse_cli_overrides, validate_config
 from mscflow.contrast.settings import parse_contrasts
 from mscflow.genesets import check_gene_set_files
 from mscflow.inputs.presets import apply_preset, resolve_active_preset
@@ -47,6 +47,9 @@ def prepare_run(config: Mapping, *,
     Raises :class:`ConfigError` or :class:`~mscflow.errors.SampleSheetError`; each message
     names the key, file, line or sample and the fix (docs/errors.md lists them).
     """
+    if cli_overrides:  # Snakemake hands nested --config values over as text
+        cli_overrides = parse_cli_overrides(cli_overrides)
+        config = deep_update(config, cli_overrides)
     merged = apply_preset(config, presets_dir, cli_overrides)
     filled = validate_config(merged, source=source)
     preset = resolve_active_preset(filled, presets_dir)  # writes the sheet it resolves to

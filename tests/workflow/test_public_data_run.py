@@ -25,7 +25,7 @@ import pytest
 import scanpy as sc
 import scipy.io
 import scipy.sparse as sp
-from helpers import REPO, TABULA_MURIS, make_workdir, run_snakemake
+from helpers import REPO, TABULA_MURIS, make_workdir, page_problems, run_snakemake
 
 from mscflow.cli import main as mscflow_main
 from mscflow.inputs.sample_counts import counts_matrix
@@ -133,13 +133,37 @@ def _report_table(html: str, name: str) -> pd.DataFrame:
     return pd.read_csv(pd.io.common.StringIO(text), sep="\t")
 
 
-def test_restricted_panel_runs_end_to_end_and_lists_dropped_sets(tmp_path: Path) -> None:
-    panel = _panel_file(tmp_path / "panel_5000.h5ad")
-    contrast = {"name": "lung_pseudo", "tissue": "lung", "condition": "pseudo_treated",
+# Sheet text that would run as script if any page let it through as markup; its strings
+# must come out as text (a browser test reads window.__pwned).
+HOSTILE = ("<script>window.__pwned=1</script> \"MSC\" & 'q' <img src=x "
+           "onerror=\"window.__pwned=2\"> \u202eRTL \u00e9")
+
+
+@pytest.fixture(scope="module")
+def panel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The restricted panel end to end with its report, from a hostile sheet: the treated
+    condition, every replicate and a free column hold markup, quotes, an ampersand and
+    bidirectional marks."""
+    root = tmp_path_factory.mktemp("panel")
+    panel = _panel_file(root / "panel_5000.h5ad")
+    contrast = {"name": "lung_pseudo", "tissue": "lung", "condition": HOSTILE,
                 "reference": "control"}
-    workdir = _cellxgene_workdir(tmp_path / "panel", panel, {"contrasts": [contrast]},
+    workdir = _cellxgene_workdir(root / "panel", panel, {"contrasts": [contrast]},
                                  with_contrasts=True)
+    sheet_path = workdir / "config/samples.tsv"
+    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str, keep_default_na=False)
+    sheet["condition"] = sheet["condition"].replace({"pseudo_treated": HOSTILE})
+    sheet["replicate"] = [f"<b>{r}</b> &amp; \u202e" for r in sheet["replicate"]]
+    sheet["note"] = "</script><script>window.__pwned=3</script>"
+    sheet.to_csv(sheet_path, sep="\t", index=False)  # quotes fields holding '"', as Excel does
     run_snakemake(workdir, "--cores", "2")
+    run_snakemake(workdir, "--report", "report.html", "--report-stylesheet",
+                  str(REPO / "workflow/report/report.css"))
+    return workdir
+
+
+def test_restricted_panel_runs_end_to_end_and_lists_dropped_sets(panel_run: Path) -> None:
+    workdir = panel_run
     report = pd.read_csv(workdir / "results/genesets/gene_set_report.tsv", sep="\t",
                          keep_default_na=False)
     dropped = report[report["status"] == "dropped"]
@@ -155,9 +179,52 @@ def test_restricted_panel_runs_end_to_end_and_lists_dropped_sets(tmp_path: Path)
     assert "candidate label(s) left out" in log and "t_cell (" in log and "b_cell (" in log
     labels = set(pd.read_csv(workdir / "results/annotate/clusters.tsv", sep="\t")["label"])
     assert not labels & {"t_cell", "b_cell"}
-    run_snakemake(workdir, "--report", "report.html", "--report-stylesheet",
-                  str(REPO / "workflow/report/report.css"))
     html = (workdir / "report.html").read_text()
     shown = _report_table(html, "gene_set_report.tsv")
     assert set(shown.loc[shown["status"] == "dropped", "set"]) == set(dropped["set"])
     assert "labels_published_cell_type_vs_cell_type.png" in html
+
+
+def _report_data(html: str) -> dict:
+    return json.loads(re.search(r'<script id="results">\s*var results = (\{.*?\});\s*</script>',
+                                html, flags=re.S).group(1))
+
+
+def test_hostile_sheet_shows_as_text_and_runs_no_script(panel_run: Path, browser) -> None:
+    """report.html, findings.html and the explorer from the hostile sheet: no script of the
+    sheet runs, the report's data block parses whole, the strings show as text."""
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    html = (panel_run / "report.html").read_text()
+    for fragment in ("<script>window", "<img src=x", 'onerror="', "\u202e"):
+        assert fragment not in html, f"{fragment!r} reached report.html raw"
+    items = _report_data(html)  # the data block parses whole
+    assert len(items) >= 40
+    overview = next(v for k, v in items.items() if k.endswith("config_used.tsv"))
+    assert "\\u003cscript\\u003e" in overview["job_properties"]["params"]  # escaped text
+    pages = {"report.html": panel_run / "report.html",
+             "findings.html": panel_run / "results/findings.html",
+             "explorer.html": panel_run / "results/report/explorer.html"}
+    for name, page in pages.items():
+        browser.get("about:blank")
+        page_problems(browser)
+        browser.get(page.resolve().as_uri())
+        if name == "report.html":
+            WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+                "return typeof results === 'object' && document.readyState === 'complete'"))
+            assert browser.execute_script("return Object.keys(results).length") == len(items)
+        elif name == "explorer.html":
+            WebDriverWait(browser, 120).until(lambda d: d.execute_script(
+                "return window.explorer && window.explorer.renders >= 1"))
+            Select(browser.find_element("id", "colour")).select_by_value("condition")
+            WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+                "return window.explorer.renderedField === 'condition'"))
+            names = browser.execute_script(
+                "return document.getElementById('plot').data.map(t => t.name)")
+            assert any(HOSTILE in n for n in names), names
+        else:
+            text = browser.find_element("tag name", "body").text
+            assert "<script>window.__pwned=1</script>" in text, text[:2000]
+        assert browser.execute_script("return window.__pwned === undefined"), name
+        problems = [p for p in page_problems(browser) if "favicon" not in p]
+        assert not problems, f"{name}: " + "\n".join(problems)

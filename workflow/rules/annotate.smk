@@ -53,7 +53,7 @@ rule annotate:
         ),
     params:
         cluster_key=default_cluster_key(),
-        annotation=config["annotation"],
+        annotation=report_json(config["annotation"]),
         compression=config["h5ad_compression"],
     log:
         "logs/annotate/annotate.log",

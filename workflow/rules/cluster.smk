@@ -22,7 +22,7 @@ rule cluster:
             labels={"table": "resolution comparison"},
         ),
     params:
-        cluster=config["cluster"],
+        cluster=report_json(config["cluster"]),
         batch_key=BATCH_KEY,
         seed=config["seed"],
         compression=config["h5ad_compression"],

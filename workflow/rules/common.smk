@@ -7,6 +7,7 @@ from pathlib import Path
 import mscflow.inputs.fetch
 from mscflow.run import prepare_run
 from mscflow.inputs.readers import selected_share
+from mscflow.inputs.tenx import mtx_folder_files
 from mscflow.resources import (
     inputs_share,
     largest_input_share,
@@ -15,6 +16,7 @@ from mscflow.resources import (
     scaled_runtime,
 )
 from mscflow.inputs.samplesheet import sample_metadata
+from mscflow.report.markup import report_json, report_label
 
 # Checked before any job runs: preset, config (every default filled in from the schema),
 # sample sheet, gene-set files and contrasts. Each error names the key, sheet line or sample
@@ -52,6 +54,17 @@ def sample_input(wildcards):
     """The sample's input file or folder (for url rows: the fetched, unpacked copy)."""
     row = samples.loc[wildcards.sample]
     return mscflow.inputs.fetch.fetched_path(FETCH_SPECS[row["sample"]]) if row["url"] else row["path"]
+
+
+def sample_input_files(wildcards):
+    """The files inside a 10x folder row (matrix, barcodes, features): tracked one by one, so
+    replacing a file inside the folder reruns the sample (a folder's own time stamp does not
+    change when a file in it is rewritten). Folders the workflow writes (demo, fetched
+    archives) are tracked by the rule that writes them."""
+    row = samples.loc[wildcards.sample]
+    if row["format"] != "10x_mtx" or row["url"] or is_demo_path(row["path"]):
+        return []
+    return [str(p) for p in mtx_folder_files(row["path"])]
 
 
 def sample_input_share(wildcards, input):

@@ -38,7 +38,7 @@ rule communication_sample:
         expression=f"{COMM_DIR}/per_sample/{{sample}}_expression.parquet",
         skipped=f"{COMM_DIR}/per_sample/{{sample}}_skipped.tsv",
     params:
-        settings=COMM,
+        settings=report_json(COMM),
         species=SPECIES,
         seed=config["seed"],
     log:
@@ -89,9 +89,9 @@ rule communication_contrasts:
             labels={"table": "focus axes resolved against the resource"},
         ),
     params:
-        contrasts=config["contrasts"],
-        contrast_settings=config["contrast_settings"],
-        settings=COMM,
+        contrasts=report_json(config["contrasts"]),
+        contrast_settings=report_json(config["contrast_settings"]),
+        settings=report_json(COMM),
         species=SPECIES,
         seed=config["seed"],
     log:

@@ -5,8 +5,8 @@
 CONTRAST_DIR = "results/contrasts"
 CONTRAST_NAMES = [str(c["name"]) for c in config["contrasts"]]
 CONTRAST_COMMON = dict(
-    contrasts=config["contrasts"],
-    settings=config["contrast_settings"],
+    contrasts=report_json(config["contrasts"]),
+    settings=report_json(config["contrast_settings"]),
 )
 GENESET_LIBRARY = "results/genesets/library.json"
 contrast_tables(**{
@@ -126,7 +126,7 @@ rule contrast_gsea:
         ),
         parquet=f"{CONTRAST_DIR}/gsea.parquet",
     params:
-        settings=config["contrast_settings"],
+        settings=report_json(config["contrast_settings"]),
     log:
         "logs/contrasts/gsea.log",
     benchmark:
@@ -178,7 +178,7 @@ rule contrast_plot_forest:
             labels={"figure": "forest plot"},
         ),
     params:
-        settings=config["contrast_settings"],
+        settings=report_json(config["contrast_settings"]),
     log:
         "logs/contrasts/plot_forest.log",
     benchmark:
@@ -262,7 +262,7 @@ rule contrast_plot_gsea:
             labels={"figure": "GSEA enrichment", "contrast": "{contrast}"},
         ),
     params:
-        settings=config["contrast_settings"],
+        settings=report_json(config["contrast_settings"]),
     wildcard_constraints:
         contrast="|".join(map(re.escape, CONTRAST_NAMES)) if CONTRAST_NAMES else "$^",
     log:

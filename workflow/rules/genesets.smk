@@ -18,8 +18,8 @@ rule gene_set_library:
             labels={"table": "genes found per set"},
         ),
     params:
-        genesets=config["genesets"],
-        sets=config["scoring"]["sets"],
+        genesets=report_json(config["genesets"]),
+        sets=report_json(config["scoring"]["sets"]),
         species=SPECIES,
     log:
         "logs/genesets/gene_set_library.log",

@@ -23,7 +23,7 @@ rule integration_metrics:
             labels={"figure": "UMAP before and after integration"},
         ),
     params:
-        cluster=config["cluster"],
+        cluster=report_json(config["cluster"]),
         batch_key=BATCH_KEY,
         seed=config["seed"],
     log:

@@ -29,7 +29,7 @@ rule compare_labels:
             category="4. Annotation",
             subcategory="Published labels",
             labels=lambda wc: {"table": "published label x mscflow label",
-                               "column": AUTHOR_LABELS[wc.label]},
+                               "column": report_label(AUTHOR_LABELS[wc.label])},
         ),
         figure=report(
             "results/plots/labels_{label}_vs_cell_type.png",
@@ -37,12 +37,12 @@ rule compare_labels:
             category="4. Annotation",
             subcategory="Published labels",
             labels=lambda wc: {"figure": "published label x mscflow label",
-                               "column": AUTHOR_LABELS[wc.label]},
+                               "column": report_label(AUTHOR_LABELS[wc.label])},
         ),
     wildcard_constraints:
         label="|".join(map(re.escape, AUTHOR_LABELS)) if AUTHOR_LABELS else "$^",
     params:
-        column=lambda wc: AUTHOR_LABELS[wc.label],
+        column=lambda wc: report_json(AUTHOR_LABELS[wc.label]),
     log:
         "logs/labels/compare_labels_{label}.log",
     benchmark:

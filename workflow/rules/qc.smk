@@ -15,6 +15,7 @@ final_outputs(
 rule qc_sample:
     input:
         data=sample_input,
+        files=sample_input_files,
     output:
         h5ad="results/qc/{sample}.h5ad",
         metrics="results/qc/{sample}_metrics.tsv.gz",
@@ -24,7 +25,7 @@ rule qc_sample:
         fmt=lambda wc: samples.loc[wc.sample, "format"],
         # layer, obs_filter, var_symbols, keep_obs: what to take from an h5ad or loom file
         reading=lambda wc: reading_options(samples, wc.sample),
-        qc=config["qc"],
+        qc=report_json(config["qc"]),
         seed=config["seed"],
         compression=config["h5ad_compression"],
     log:

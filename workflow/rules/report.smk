@@ -86,7 +86,7 @@ rule report_overview:
             labels={"content": "workflow version and random seeds", "format": "TSV"},
         ),
     params:
-        config=config,
+        config=report_json(config),
         modules=REPORT_SOFTWARE_MODULES,
         workflow_dir=workflow.basedir,
     log:
@@ -138,12 +138,12 @@ rule report_mean_score_heatmap:
             category="3. Gene-set scores",
             subcategory="Summary",
             labels=lambda wc: {"figure": "mean score per cell type and set",
-                               "condition": REPORT_CONDITIONS[wc.condition]},
+                               "condition": report_label(REPORT_CONDITIONS[wc.condition])},
         ),
     wildcard_constraints:
         condition="|".join(map(re.escape, REPORT_CONDITIONS)) if REPORT_CONDITIONS else "$^",
     params:
-        condition=lambda wc: REPORT_CONDITIONS[wc.condition],
+        condition=lambda wc: report_json(REPORT_CONDITIONS[wc.condition]),
     log:
         "logs/report/report_mean_score_heatmap_{condition}.log",
     benchmark:
@@ -194,7 +194,7 @@ rule report_findings:
         ),
     params:
         fdr=config["contrast_settings"]["fdr"],
-        report=config["report"],
+        report=report_json(config["report"]),
         seed=config["seed"],
     log:
         "logs/report/report_findings.log",
@@ -222,7 +222,7 @@ rule report_explorer:
             labels={"content": "interactive UMAP explorer", "format": "page"},
         ),
     params:
-        report=config["report"],
+        report=report_json(config["report"]),
         seed=config["seed"],
         cluster_key=default_cluster_key(),
     log:
@@ -247,7 +247,7 @@ rule export_cellxgene:
     output:
         h5ad="results/export/annotated_cellxgene.h5ad",
     params:
-        report=config["report"],
+        report=report_json(config["report"]),
         seed=config["seed"],
         cluster_key=default_cluster_key(),
         target_sum=config["cluster"]["target_sum"],

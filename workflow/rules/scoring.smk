@@ -39,7 +39,7 @@ rule score_sample:
         scores="results/scores/per_sample/{sample}.parquet",
         markers="results/scores/per_sample/{sample}_markers.parquet",
     params:
-        scoring=config["scoring"],
+        scoring=report_json(config["scoring"]),
         seed=config["seed"],
     log:
         "logs/scores/sample_{sample}.log",

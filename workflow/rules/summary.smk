@@ -78,7 +78,7 @@ rule plot_embeddings:
         ),
     params:
         cluster_key=default_cluster_key(),
-        report_sets=config["report"]["score_sets"],
+        report_sets=report_json(config["report"]["score_sets"]),
     log:
         "logs/summary/plot_embeddings.log",
     benchmark:

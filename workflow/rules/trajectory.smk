@@ -51,7 +51,7 @@ rule trajectory:
         ),
         bins=f"{TRAJECTORY_DIR}/programme_bins.tsv",
     params:
-        settings=config["trajectory"],
+        settings=report_json(config["trajectory"]),
         seed=config["seed"],
         cluster_key=default_cluster_key(),
         compression=config["h5ad_compression"],
@@ -85,10 +85,10 @@ rule trajectory_shifts:
         parquet=f"{TRAJECTORY_DIR}/shifts.parquet",
         per_sample=f"{TRAJECTORY_DIR}/pseudotime_per_sample.tsv",
     params:
-        settings=config["trajectory"],
+        settings=report_json(config["trajectory"]),
         seed=config["seed"],
-        contrasts=config["contrasts"],
-        contrast_settings=config["contrast_settings"],
+        contrasts=report_json(config["contrasts"]),
+        contrast_settings=report_json(config["contrast_settings"]),
     log:
         "logs/trajectory/shifts.log",
     benchmark:
@@ -142,7 +142,7 @@ rule trajectory_plot_programmes:
             labels={"figure": "programme scores along pseudotime"},
         ),
     params:
-        sets=config["trajectory"]["plot_sets"],
+        sets=report_json(config["trajectory"]["plot_sets"]),
     log:
         "logs/trajectory/plot_programmes.log",
     benchmark:

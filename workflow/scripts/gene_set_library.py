@@ -1,5 +1,7 @@
 """Rule gene_set_library: match every GMT of the run to the data's genes once."""
 
+import json
+
 import anndata as ad
 
 from mscflow import job
@@ -10,7 +12,7 @@ smk = snakemake  # noqa: F821
 log = job.start(smk)
 var_names = ad.read_h5ad(smk.input.h5ad, backed="r").var_names
 library = library_stage(var_names, GeneSetSettings.from_config(smk.params.genesets),
-                        species=smk.params.species, sets=smk.params.sets)
+                        species=smk.params.species, sets=json.loads(smk.params.sets))
 log.info("%d programme sets, %d marker sets on %d genes", len(library.programmes),
          len(library.markers), len(var_names))
 write_table_atomic(library.report, smk.output.report)

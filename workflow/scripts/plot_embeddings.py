@@ -1,5 +1,7 @@
 """Rule plot_embeddings: UMAPs, score violins and the marker dot plot."""
 
+import json
+
 import anndata as ad
 import scanpy as sc
 
@@ -14,7 +16,7 @@ adata = ad.read_h5ad(smk.input.h5ad)
 key = smk.params.cluster_key
 save(umap_panels(adata, [key, "sample", "condition", "cell_type"],
                  titles={key: f"Leiden clusters ({key})"}), smk.output.overview)
-sets = [s for s in smk.params.report_sets if f"score_{s}" in adata.obs]
+sets = [s for s in json.loads(smk.params.report_sets) if f"score_{s}" in adata.obs]
 log.info("drawing scores of %s", sets)
 save(umap_panels(adata, [f"score_{s}" for s in sets], ncols=3), smk.output.scores)
 save(score_violins(adata.obs, sets), smk.output.violins)

@@ -1,5 +1,7 @@
 """Rule report_overview: samples, software versions, configuration and run information."""
 
+import json
+
 import pandas as pd
 
 from mscflow import job
@@ -19,8 +21,9 @@ log = job.start(smk)
 samples = samples_overview(read_sample_sheet(smk.input.sheet),
                            pd.read_csv(smk.input.qc, sep="\t"))
 software = software_versions(smk.params.modules)
-config = flatten_config(smk.params.config)
-info = run_info(smk.params.config)
+run_config = json.loads(smk.params.config)
+config = flatten_config(run_config)
+info = run_info(run_config)
 commit = git_version(smk.params.workflow_dir)
 log.info("%d samples, %d packages, %d config keys, workflow %s", len(samples), len(software),
          len(config), commit)

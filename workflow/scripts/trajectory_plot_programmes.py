@@ -1,6 +1,8 @@
 """Rule trajectory_plot_programmes: programme scores along pseudotime per condition, with
 one line per sample."""
 
+import json
+
 import pandas as pd
 
 from mscflow import job
@@ -10,4 +12,4 @@ from mscflow.trajectory.plots import programme_figure
 smk = snakemake  # noqa: F821
 log = job.start(smk)
 bins = pd.read_csv(smk.input.bins, sep="\t", keep_default_na=False, na_values=["NA"])
-save(programme_figure(bins, smk.params.sets), smk.output.png)
+save(programme_figure(bins, json.loads(smk.params.sets)), smk.output.png)

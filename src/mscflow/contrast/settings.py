@@ -10,6 +10,7 @@ calls it again on the same config.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -81,17 +82,21 @@ class ContrastSettings(Settings):
     types and defaults in the schema; config/README.md and README say what they mean)."""
 
 
-def parse_contrasts(entries: Sequence[Mapping] | None, samples: pd.DataFrame) -> list[Contrast]:
-    """Validate the ``contrasts`` config list against its schema and the sample sheet.
+def parse_contrasts(entries: Sequence[Mapping] | str | None,
+                    samples: pd.DataFrame) -> list[Contrast]:
+    """Validate the ``contrasts`` config list (or its JSON text, how rules hand it over)
+    against its schema and the sample sheet.
 
     Each entry needs ``name`` (unique, file-name safe), ``tissue``, ``condition`` and
     ``reference`` (both with samples of that tissue) and optional ``covariates``
     (sample-sheet columns without missing values in the tissue). Raises
     :class:`~mscflow.errors.ConfigError` naming ``contrasts[i]`` and the contrast.
     """
+    if isinstance(entries, str):  # a rule's params as JSON (mscflow.report.markup)
+        entries = json.loads(entries)
     if not entries:
         return []
-    if not isinstance(entries, Sequence) or isinstance(entries, str):
+    if not isinstance(entries, Sequence):
         raise ConfigError("config key 'contrasts' must be a list of {name, tissue, condition, "
                           "reference, covariates} entries.")
     item_schema = section_schema("contrasts")["items"]

@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from mscflow.config import CONFIG_SCHEMA, SCHEMA_DIR, schema_errors
+from mscflow.config import CONFIG_SCHEMA, SCHEMA_DIR, deep_update, schema_errors
 from mscflow.errors import ConfigError, SampleSheetError
 from mscflow.inputs.fetch import FetchSettings, url_basename, url_key, url_samples
 from mscflow.inputs.lockfile import LockFile, check_cached, replace_text
@@ -122,17 +122,6 @@ def load_preset(name: str, presets_dir: str | Path | Sequence[str | Path]) -> Pr
                               + "\n  - ".join(errors) + "\nIt may only hold config keys "
                               "(config/README.md); the species comes from the resolved sheet.")
     return Preset(name, folder.resolve(), spec, overrides)
-
-
-def deep_update(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``new``, merging nested mappings key by key."""
-    out = dict(base)
-    for key, value in new.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_update(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def apply_preset(config: Mapping[str, Any], presets_dir: str | Path | Sequence[str | Path],
@@ -263,5 +252,5 @@ def resolve_active_preset(config: Mapping[str, Any],
 
 
 __all__ = ["PRESET_NAME_RE", "Preset", "PresetError", "ResolvedPreset", "apply_preset",
-           "deep_update", "list_presets", "load_preset", "lock_for", "resolve_active_preset",
+           "list_presets", "load_preset", "lock_for", "resolve_active_preset",
            "resolve_preset"]

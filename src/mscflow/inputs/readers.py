@@ -34,6 +34,7 @@ from mscflow.inputs.matrixfiles import (
     open_matrix_file,
     read_options_problem,
 )
+from mscflow.inputs.tenx import read_mtx_folder
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,11 @@ def add_published_columns(adata: ad.AnnData, keep_obs: str | Sequence[str]) -> N
     for column in map(published_name, parse_keep_obs(keep_obs)):
         if column not in adata.obs:
             adata.obs[column] = pd.Categorical([None] * adata.n_obs, categories=[])
+
+
+# Advice for a 10x input holding values that are not counts (10x inputs have no layer).
+TENX_COUNTS_HINT = ("A 10x matrix holds Cell Ranger's raw counts: re-export the counts, or "
+                    "point `path` at the raw-count file of this sample.")
 
 
 def _mtx_folder_files(path: Path) -> list[str]:
@@ -162,20 +168,21 @@ def read_sample(path: str | Path, fmt: str, *, sample: str, layer: str | None = 
 
     try:
         if fmt == "10x_mtx":
-            adata = sc.read_10x_mtx(path, var_names="gene_symbols", make_unique=True,
-                                    cache=False)
+            adata = read_mtx_folder(path, sample=sample)
         else:
             adata = sc.read_10x_h5(path)
+    except InputDataError:
+        raise
     except Exception as err:  # noqa: BLE001 - re-raised with the sample named
         raise _unreadable(sample, path, fmt, err) from err
     adata = ad.AnnData(X=sp.csr_matrix(adata.X),
                        obs=pd.DataFrame(index=adata.obs_names.astype(str)),
                        var=pd.DataFrame(index=adata.var_names.astype(str)))
     adata.var_names_make_unique()  # 10x symbols repeat (their ids do not), as scanpy does
-    rounding = CountRounding(sample=sample, source=str(path), hint="")
+    rounding = CountRounding(sample=sample, source=str(path), hint=TENX_COUNTS_HINT)
     adata.X = rounding.csr(adata.X)
     rounding.report()
-    validate_counts(adata, sample=sample, source=str(path))
+    validate_counts(adata, sample=sample, source=str(path), hint=TENX_COUNTS_HINT)
     return adata
 
 
@@ -394,9 +401,12 @@ def check_species(adata: ad.AnnData, species: str, *, sample: str, source: str,
         raise InputDataError(problem)
 
 
-def validate_counts(adata: ad.AnnData, *, sample: str, source: str) -> None:
+def validate_counts(adata: ad.AnnData, *, sample: str, source: str, hint: str = "") -> None:
     """Raise if the matrix is empty, negative, not finite, non-integer or has duplicate
-    barcodes or genes (round-off is handled by the readers, see ``CountRounding``)."""
+    barcodes or genes (round-off is handled by the readers, see ``CountRounding``).
+
+    ``hint`` replaces the advice to pick the raw-count layer (for inputs without layers).
+    """
     if adata.n_obs == 0 or adata.n_vars == 0 or adata.X.nnz == 0:
         raise InputDataError(
             f"sample '{sample}': '{source}' holds an empty matrix ({adata.n_obs} cells x "
@@ -408,14 +418,14 @@ def validate_counts(adata: ad.AnnData, *, sample: str, source: str) -> None:
     if not np.isfinite(data).all():
         raise InputDataError(
             f"sample '{sample}': '{source}' contains NaN or infinite values; mscflow needs raw "
-            "counts. Set `layer` to the raw-count layer or re-export the counts."
+            "counts. " + (hint or "Set `layer` to the raw-count layer or re-export the counts.")
         )
     if (data < 0).any():
         raise InputDataError(
             f"sample '{sample}': '{source}' contains negative values; mscflow needs raw "
-            "counts. If this is an h5ad, set `layer` to the raw-count layer (`raw` for .raw.X)."
+            "counts. " + (hint or "Set `layer` to the raw-count layer (`raw` for .raw.X).")
         )
-    CountRounding(sample=sample, source=f"'{source}'", hint="").check(data)
+    CountRounding(sample=sample, source=f"'{source}'", hint=hint).check(data)
     if adata.obs_names.has_duplicates:
         dups = adata.obs_names[adata.obs_names.duplicated()].unique()[:5].tolist()
         raise InputDataError(

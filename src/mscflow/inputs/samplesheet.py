@@ -72,6 +72,17 @@ def sample_id_problem(sample: str) -> str | None:
     return None
 
 
+def _unquote(field: str) -> str:
+    """A field as spreadsheets write it: ``"a ""b"" c"`` -> ``a "b" c``; others unchanged.
+
+    Quoting is per field only (a sheet row is one line), so a field with a tab or a line
+    break inside quotes is still not allowed.
+    """
+    if len(field) >= 2 and field[0] == field[-1] == '"':
+        return field[1:-1].replace('""', '"')
+    return field
+
+
 def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (line number, fields) of the data rows; '#' lines and blank lines skipped."""
     try:
@@ -99,7 +110,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             f"sample sheet '{path}' is not a readable tab-separated file (a line break "
             "inside a field?). Save it as TSV: one line per sample, tabs between columns."
         )
-    header = [c.strip() for c in rows[0]]
+    header = [_unquote(c.strip()) for c in rows[0]]
     data = []
     for (line, _), fields in zip(numbered[1:], rows[1:], strict=True):
         if len(fields) > len(header):
@@ -107,7 +118,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
                 f"sample sheet '{path}', line {line}: {len(fields)} fields but the header has "
                 f"{len(header)} columns ({header}). Separate columns by single tabs."
             )
-        data.append((line, [f.strip() for f in fields] + [""] * (len(header) - len(fields))))
+        data.append((line, [_unquote(f.strip()) for f in fields]
+                     + [""] * (len(header) - len(fields))))
     return header, data
 
 
