@@ -3,7 +3,51 @@
 # clusters' top genes and the dot plot), one job decides the labels from the gathered
 # scores and sums and writes the annotated h5ad (obs replaced; the matrix copied in HDF5).
 
+# annotation.source chooses cell_type: markers (above), published (the authors' labels of
+# a keep_obs column, mapped by the names table) or reference (celltypist: a model file, or
+# one trained here from a labelled reference h5ad, predicted in one job).
+
+from mscflow.inputs.readers import parse_keep_obs
+
 final_outputs("results/annotate/clusters.tsv", "results/plots/annotation_dotplot.png")
+
+ANNOTATION = config["annotation"]
+ANNOTATION_SOURCE = ANNOTATION["source"]
+if ANNOTATION_SOURCE == "published" and not ANNOTATION["published_column"]:
+    raise WorkflowError(
+        "annotation.source is published but annotation.published_column is not set: name the "
+        "input files' label column and list it in the sample sheet's keep_obs."
+    )
+if ANNOTATION["published_column"]:
+    _kept = {c for text in samples["keep_obs"] for c in parse_keep_obs(text)}
+    if ANNOTATION["published_column"] not in _kept:
+        raise WorkflowError(
+            f"annotation.published_column '{ANNOTATION['published_column']}' is not carried "
+            f"from the input files: add it to the keep_obs column of the sample sheet "
+            f"({config['samples']}); keep_obs now lists "
+            f"{', '.join(sorted(_kept)) or 'nothing'}."
+        )
+if (ANNOTATION_SOURCE == "reference" and not ANNOTATION["reference_model"]
+        and not ANNOTATION["reference_h5ad"]):
+    raise WorkflowError(
+        "annotation.source is reference but neither annotation.reference_model (a celltypist "
+        ".pkl) nor annotation.reference_h5ad (a labelled h5ad to train one from) is set."
+    )
+
+
+def reference_model_file():
+    """The celltypist model of source reference: the user's file, or the trained one."""
+    return ANNOTATION["reference_model"] or "results/annotate/reference_model.pkl"
+
+
+def annotation_source_inputs(wildcards):
+    """Inputs of the annotate rule for the label sources besides the markers."""
+    out = {}
+    if ANNOTATION["published_column"]:
+        out["published_names"] = ANNOTATION["published_names"]
+    if ANNOTATION_SOURCE == "reference":
+        out["reference"] = "results/annotate/reference_predictions.parquet"
+    return out
 
 
 rule annotate_sample:
@@ -36,6 +80,7 @@ rule annotate:
         marker_scores="results/scores/marker_scores.parquet",
         expression=expand("results/annotate/per_sample/{sample}_expression.npz",
                           sample=SAMPLES),
+        unpack(annotation_source_inputs),
     output:
         h5ad="results/annotate/annotated.h5ad",
         cells="results/annotate/cell_types.tsv.gz",
@@ -69,3 +114,51 @@ rule annotate:
         "../../envs/mscflow.yaml"
     script:
         "../scripts/annotate.py"
+
+
+rule train_reference_model:
+    input:
+        ANNOTATION["reference_h5ad"] or [],
+    output:
+        "results/annotate/reference_model.pkl",
+    params:
+        label_column=ANNOTATION["reference_label_column"],
+        top_genes=ANNOTATION["reference_top_genes"],
+        seed=config["seed"],
+    log:
+        "logs/annotate/train_reference_model.log",
+    benchmark:
+        "benchmarks/annotate/train_reference_model.tsv"
+    threads: 1
+    resources:
+        # the reference read whole, normalised and scaled (dense copy of its genes)
+        mem_mb=scaled_mem_mb(2000, 12),
+        runtime=scaled_runtime(20, 0.2),
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/train_reference_model.py"
+
+
+rule annotate_reference:
+    input:
+        h5ad="results/cluster/clustered.h5ad",
+        model=reference_model_file(),
+    output:
+        "results/annotate/reference_predictions.parquet",
+    params:
+        cluster_key=default_cluster_key(),
+        majority_voting=ANNOTATION["reference_majority_voting"],
+    log:
+        "logs/annotate/annotate_reference.log",
+    benchmark:
+        "benchmarks/annotate/annotate_reference.tsv"
+    threads: 1
+    resources:
+        # the clustered matrix read whole; celltypist scales it gene by gene
+        mem_mb=scaled_mem_mb(2000, 4 * H5AD_MB),
+        runtime=scaled_runtime(20, 0.05),
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/annotate_reference.py"
