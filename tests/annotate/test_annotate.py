@@ -132,8 +132,18 @@ def test_cluster_without_expressed_markers_is_unassigned_with_its_reason(caplog)
     assert "labels left out for want of marker genes (b_cell)" in caplog.text
     # floor off: the old behaviour, the wrong label
     _, off = an.annotate(adata, markers, cluster_key="clus", tissue_key=None, scores=scores,
-                         min_markers_expressed=0)
+                         min_markers_expressed=0, min_marker_genes_expressed=0)
     assert off.set_index("cluster").loc["1", "label"] == "t_cell"
+    # a set left with 3 genes on a panel: 2 of 3 expressed is a share of 0.67, but fewer
+    # than min_marker_genes_expressed
+    few = {"t_cell": ["A1", "A2", "B1"], "nk_cell": ["bg1", "bg2", "bg3"]}
+    _, two = an.annotate(adata, few, cluster_key="clus", tissue_key=None, scores=scores)
+    row = two.set_index("cluster").loc["0"]
+    assert row["label"] == an.UNASSIGNED and row["markers_expressed"] == pytest.approx(2 / 3, abs=1e-4)
+    assert "fewer than annotation.min_marker_genes_expressed 3" in row["reason"]
+    _, two = an.annotate(adata, few, cluster_key="clus", tissue_key=None, scores=scores,
+                         min_marker_genes_expressed=2)
+    assert two.set_index("cluster").loc["0", "label"] == "t_cell"
 
 
 def test_annotate_errors():

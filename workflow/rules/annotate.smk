@@ -74,13 +74,13 @@ rule annotate_sample:
 
 rule annotate:
     input:
+        unpack(annotation_source_inputs),
         h5ad="results/cluster/clustered.h5ad",
         library="results/genesets/library.json",
         scores="results/scores/scores.parquet",
         marker_scores="results/scores/marker_scores.parquet",
         expression=expand("results/annotate/per_sample/{sample}_expression.npz",
                           sample=SAMPLES),
-        unpack(annotation_source_inputs),
     output:
         h5ad="results/annotate/annotated.h5ad",
         cells="results/annotate/cell_types.tsv.gz",

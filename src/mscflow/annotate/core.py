@@ -196,22 +196,28 @@ def markers_expressed(expression: GroupExpression, var_names: Sequence[str],
 
 def apply_marker_floor(per_cluster: pd.DataFrame, expressed: pd.DataFrame,
                        marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]],
-                       min_expressed: float) -> pd.DataFrame:
+                       min_expressed: float, min_genes: int = 0) -> pd.DataFrame:
     """The "none of these" floor: a cluster keeps its label only when at least
-    ``min_expressed`` of that label's marker genes are expressed in it (``expressed``
-    from :func:`markers_expressed`, rows ``"<cluster>|<tissue>"``). Adds
-    ``markers_expressed`` (share for the best label) and extends ``reason``."""
+    ``min_expressed`` of that label's marker genes, and at least ``min_genes`` of them, are
+    expressed in it (``expressed`` from :func:`markers_expressed`, rows
+    ``"<cluster>|<tissue>"``). Adds ``markers_expressed`` (share for the best label) and
+    extends ``reason``."""
     out = per_cluster.copy()
     keys = out["cluster"].astype(str) + "|" + out["tissue"].astype(str)
     share = np.array([float(expressed.at[k, lab]) for k, lab in zip(keys, out["best_label"],
                                                                      strict=True)])
+    sizes = np.array([len(marker_sets[lab]) for lab in out["best_label"]])
+    count = np.rint(share * sizes).astype(int)
     out["markers_expressed"] = share.round(4)
-    low = share < min_expressed
+    low = (share < min_expressed) | (count < min_genes)
     for i in np.flatnonzero(low):
         label = out["best_label"].iat[i]
-        n_genes = len(marker_sets[label])
-        text = (f"{round(share[i] * n_genes)} of {n_genes} {label} markers expressed "
-                f"({share[i]:.2f} < annotation.min_markers_expressed {min_expressed:g})")
+        bars = [f"{share[i]:.2f} < annotation.min_markers_expressed {min_expressed:g}"
+                if share[i] < min_expressed else "",
+                f"fewer than annotation.min_marker_genes_expressed {min_genes}"
+                if count[i] < min_genes else ""]
+        text = (f"{count[i]} of {sizes[i]} {label} markers expressed "
+                f"({'; '.join(b for b in bars if b)})")
         previous = out["reason"].iat[i]
         out.iat[i, out.columns.get_loc("reason")] = f"{previous}; {text}" if previous else text
     out.loc[low, "label"] = UNASSIGNED
@@ -430,6 +436,7 @@ def annotate(
     min_margin: float = 0.05,
     min_fraction: float = 0.5,
     min_markers_expressed: float = 0.5,
+    min_marker_genes_expressed: int = 3,
     marker_min_cells: float = 0.25,
     n_top_genes: int = 5,
     layer: str | None = None,
@@ -453,7 +460,8 @@ def annotate(
     without labels (:func:`candidate_labels`). ``expression``: the clusters' expression
     (groups of :func:`cluster_groups`, e.g. combined from per-sample jobs) for their top
     marker genes and the "none of these" floor (a cluster is unassigned unless
-    ``min_markers_expressed`` of its label's markers are expressed in it, each in at least
+    ``min_markers_expressed`` of its label's markers, and ``min_marker_genes_expressed`` of
+    them, are expressed in it, each in at least
     ``marker_min_cells`` of its cells: :func:`markers_expressed`); computed from
     ``X``/``layer`` when None (then ``adata`` needs no ``X`` given ``scores`` and
     ``expression``).
@@ -487,7 +495,8 @@ def annotate(
     if expression is None:
         expression = GroupExpression.from_matrix(_matrix(adata, layer), group)
     expressed = markers_expressed(expression, adata.var_names, sets, marker_min_cells)
-    per_cluster = apply_marker_floor(per_cluster, expressed, sets, min_markers_expressed)
+    per_cluster = apply_marker_floor(per_cluster, expressed, sets, min_markers_expressed,
+                                     min_marker_genes_expressed)
     log_unassigned(per_cluster, left_out)
     tops = top_genes(expression, adata.var_names, n_top_genes)
     group_keys = per_cluster["cluster"] + "|" + per_cluster["tissue"]
@@ -587,6 +596,7 @@ def annotate_stage(adata: AnnData, marker_sets: Mapping[str, Sequence[str] | Map
         scores=marker_scores, min_margin=settings.min_margin,
         min_fraction=settings.min_fraction,
         min_markers_expressed=settings.min_markers_expressed,
+        min_marker_genes_expressed=settings.min_marker_genes_expressed,
         marker_min_cells=settings.marker_min_cells, key_added="cell_type",
         unusable=dropped_markers, expression=expression,
     )
