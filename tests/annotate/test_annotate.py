@@ -158,7 +158,8 @@ def test_unusable_marker_sets_are_left_out_and_named(caplog):
     adata = _toy_adata()
     with caplog.at_level("WARNING", logger="mscflow.annotate.core"):
         _, per_cluster = an.annotate(
-            adata, {"x": ["Q1", "Q2"], "t_cell": ["A1", "A2", "A3"], "b_cell": ["B1", "B2"]},
+            adata, {"x": ["Q1", "Q2"], "t_cell": ["A1", "A2", "A3"],
+                    "b_cell": ["B1", "B2", "B3"]},
             cluster_key="clus", unusable={"nk_cell": "1 of 13 genes in the data"})
     assert set(per_cluster["label"]) == {"t_cell", "b_cell"}
     text = caplog.text
