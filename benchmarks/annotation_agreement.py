@@ -102,7 +102,8 @@ def reference_rows(name: str, counts: ad.AnnData, truth: pd.Series) -> list[dict
     held = truth.loc[test.obs_names]
     return [{"data": name, "source": f"reference ({how})", "n_cells": test.n_obs,
              "dropped_sets": "-", **agreement(pred[col], held)}
-            for how, col in (("per cell; trained on D1+D2, tested on D3+D4", "cell_type_reference_cell"),
+            for how, col in (("per cell; trained on D1+D2, tested on D3+D4",
+                              "cell_type_reference_cell"),
                              ("majority vote over clusters", "cell_type_reference"))]
 
 

@@ -39,6 +39,21 @@ def test_label_cells_respects_tissue_and_min_score():
     assert custom.loc["a", "label"] == "kupffer_cell"
 
 
+def test_tissues_the_curated_sets_do_not_cover_get_general_labels():
+    """Blood, spleen, bone marrow: no lung- or liver-resident label; BAL keeps alveolar
+    macrophages; the general immune labels stay everywhere."""
+    cols = ["alveolar_macrophage", "kupffer_cell", "classical_monocyte", "dendritic_cell"]
+    scores = _scores({c: [3.0, 2.0, 1.0, 0.5] for c in "abcde"}, cols)
+    tissues = pd.Series({"a": "blood", "b": "Spleen", "c": "bone marrow", "d": "BAL",
+                         "e": "lung"})
+    assert an.label_cells(scores, tissues)["label"].tolist() == [
+        "classical_monocyte"] * 3 + ["alveolar_macrophage"] * 2
+    allowed = an.allowed_mask(["plasma_cell", "mast_cell", "dendritic_cell", "at2"],
+                              pd.Series(["blood", "liver", "bal"]))
+    assert allowed.tolist() == [[True, True, True, False], [True, True, True, False],
+                                [True, True, True, True]]
+
+
 def test_decide_clusters_confidence_and_unassigned():
     cols = ["t_cell", "nk_cell", "b_cell"]
     scores = _scores({
@@ -139,7 +154,8 @@ def test_cluster_without_expressed_markers_is_unassigned_with_its_reason(caplog)
     few = {"t_cell": ["A1", "A2", "B1"], "nk_cell": ["bg1", "bg2", "bg3"]}
     _, two = an.annotate(adata, few, cluster_key="clus", tissue_key=None, scores=scores)
     row = two.set_index("cluster").loc["0"]
-    assert row["label"] == an.UNASSIGNED and row["markers_expressed"] == pytest.approx(2 / 3, abs=1e-4)
+    assert row["label"] == an.UNASSIGNED
+    assert row["markers_expressed"] == pytest.approx(2 / 3, abs=1e-4)
     assert "fewer than annotation.min_marker_genes_expressed 3" in row["reason"]
     _, two = an.annotate(adata, few, cluster_key="clus", tissue_key=None, scores=scores,
                          min_marker_genes_expressed=2)

@@ -43,7 +43,8 @@ def reference_model_file():
 def annotation_source_inputs(wildcards):
     """Inputs of the annotate rule for the label sources besides the markers."""
     out = {}
-    if ANNOTATION["published_column"]:
+    if ANNOTATION["published_column"] or ANNOTATION_SOURCE == "reference":
+        # the names table maps the published labels, and those of a reference model
         out["published_names"] = ANNOTATION["published_names"]
     if ANNOTATION_SOURCE == "reference":
         out["reference"] = "results/annotate/reference_predictions.parquet"

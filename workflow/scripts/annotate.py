@@ -9,6 +9,7 @@ from mscflow import job
 from mscflow.annotate.core import AnnotationSettings, GroupExpression, annotate_stage
 from mscflow.annotate.plots import marker_set_dotplot
 from mscflow.annotate.published import published_labels, read_name_table
+from mscflow.annotate.reference import map_reference_labels
 from mscflow.genesets import read_library
 from mscflow.io import write_h5ad_with_obs, write_table_atomic
 from mscflow.plotting import save
@@ -22,10 +23,11 @@ backed.file.close()
 library = read_library(smk.input.library)
 expression = GroupExpression.combine([GroupExpression.load(p) for p in smk.input.expression])
 settings = AnnotationSettings.from_config(smk.params.annotation)
-published = (published_labels(adata.obs, settings.published_column,
-                              read_name_table(smk.input.published_names))
+names = (read_name_table(smk.input.published_names)
+         if "published_names" in smk.input.keys() else {})
+published = (published_labels(adata.obs, settings.published_column, names)
              if settings.published_column else None)
-reference = (pd.read_parquet(smk.input.reference)
+reference = (map_reference_labels(pd.read_parquet(smk.input.reference), names)
              if settings.source == "reference" else None)
 per_cell, per_cluster, dot = annotate_stage(
     adata, library.marker_sets(),

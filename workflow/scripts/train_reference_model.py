@@ -12,7 +12,8 @@ log.info("reference %s: %d cells x %d genes", smk.input[0], reference.n_obs, ref
 model = train_reference_model(reference, smk.params.label_column, seed=smk.params.seed,
                               top_genes=smk.params.top_genes,
                               what=f"annotation.reference_h5ad {smk.input[0]}")
-partial = f"{smk.output[0]}.partial"  # celltypist writes in place: rename when complete
+# celltypist writes in place (and ends the name in .pkl): rename when complete
+partial = smk.output[0].removesuffix(".pkl") + ".partial.pkl"
 model.write(partial)
 os.replace(partial, smk.output[0])
 log.info("model: %d genes, labels %s", len(model.features), ", ".join(model.cell_types))

@@ -40,10 +40,19 @@ log = logging.getLogger(__name__)
 
 # Labels that cannot occur in a tissue. Guilliams 2022 (liver atlas) finds no
 # interstitial macrophages in liver; Kupffer cells and hepatocytes are liver-only; alveolar
-# macrophages and AT1/AT2 cells are lung-only. Tissues not listed here restrict nothing.
+# macrophages and AT1/AT2 cells are lung-only. Tissues the curated sets do not cover
+# (blood, spleen, bone marrow) get the general immune and stromal labels only, without
+# the lung- and liver-resident ones; bronchoalveolar lavage keeps the airway's alveolar
+# macrophages and epithelium. Tissues not listed here restrict nothing.
+LUNG_LIVER_RESIDENT = frozenset({"alveolar_macrophage", "interstitial_macrophage",
+                                 "kupffer_cell", "at1", "at2", "hepatocyte"})
+_BAL = LUNG_LIVER_RESIDENT - {"alveolar_macrophage", "at1", "at2"}
 DEFAULT_EXCLUDED: dict[str, frozenset[str]] = {
     "lung": frozenset({"kupffer_cell", "hepatocyte"}),
     "liver": frozenset({"alveolar_macrophage", "interstitial_macrophage", "at1", "at2"}),
+    **dict.fromkeys(("blood", "peripheral blood", "pbmc", "spleen", "bone marrow",
+                     "bone_marrow"), LUNG_LIVER_RESIDENT),
+    **dict.fromkeys(("bal", "bronchoalveolar lavage", "bronchoalveolar lavage fluid"), _BAL),
 }
 
 ScoreFn = Callable[..., pd.DataFrame]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import anndata as ad
@@ -24,6 +25,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from celltypist.models import Model
 
+from mscflow.annotate.published import map_published_labels
 from mscflow.errors import InputDataError
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,16 @@ def predict_reference(adata: AnnData, model: Model, clusters: pd.Series, *,
     return pd.DataFrame({PREDICTION_COLUMNS[0]: own.to_numpy(),
                          PREDICTION_COLUMNS[1]: voted.to_numpy(),
                          PREDICTION_COLUMNS[2]: probability}, index=adata.obs_names)
+
+
+def map_reference_labels(predictions: pd.DataFrame, names: Mapping[str, str]) -> pd.DataFrame:
+    """The predicted labels (the reference's own names, often CELLxGENE's) in mscflow's
+    names, by the published-name table (:func:`mscflow.annotate.published.read_name_table`);
+    names not in it stay as written."""
+    out = predictions.copy()
+    for column in PREDICTION_COLUMNS[:2]:
+        out[column] = map_published_labels(out[column], names).to_numpy()
+    return out
 
 
 def read_reference(path: str | Path) -> AnnData:
