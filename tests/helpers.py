@@ -51,7 +51,7 @@ def make_workdir(path: Path, config_updates: dict | None = None, *,
     """
     path.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "config", path / "config", dirs_exist_ok=True)
-    for sub in ("genesets", "orthologs"):
+    for sub in ("genesets", "orthologs", "annotation"):
         shutil.copytree(REPO / "resources" / sub, path / "resources" / sub, dirs_exist_ok=True)
     cfg_path = path / "config" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())

@@ -29,7 +29,8 @@ PROGRAMMES = [
 CELLTYPES = [
     "alveolar_macrophage", "interstitial_macrophage", "kupffer_cell", "momf",
     "classical_monocyte", "nonclassical_monocyte", "neutrophil", "nk_cell", "t_cell", "b_cell",
-    "endothelial", "at1", "at2", "hepatocyte", "stellate_fibroblast",
+    "plasma_cell", "dendritic_cell", "mast_cell", "endothelial", "at1", "at2", "hepatocyte",
+    "stellate_fibroblast",
 ]
 GMTS = [
     ("programmes_mouse.gmt", "mouse", PROGRAMMES),

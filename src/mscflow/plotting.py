@@ -32,7 +32,8 @@ CELL_TYPE_COLOURS = {
     "alveolar_macrophage": "#CC6677", "interstitial_macrophage": "#882255",
     "kupffer_cell": "#AA4499", "momf": "#EE8866", "classical_monocyte": "#DDCC77",
     "nonclassical_monocyte": "#999933", "neutrophil": "#332288", "nk_cell": "#88CCEE",
-    "t_cell": "#44AA99", "b_cell": "#117733", "endothelial": "#77AADD", "at1": "#FFAABB",
+    "t_cell": "#44AA99", "b_cell": "#117733", "plasma_cell": "#004488",
+    "dendritic_cell": "#BB5566", "mast_cell": "#DDAA33", "endothelial": "#77AADD", "at1": "#FFAABB",
     "at2": "#BBCC33", "hepatocyte": "#AAAA00", "stellate_fibroblast": "#99DDFF",
     "unassigned": "#BBBBBB",
 }  # fmt: skip

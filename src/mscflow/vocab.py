@@ -11,5 +11,6 @@ CONTROL_CONDITIONS = ("control", "PBS", "vehicle", "sham", "naive", "untreated")
 CELL_TYPE_ORDER = (
     "alveolar_macrophage", "interstitial_macrophage", "kupffer_cell", "momf",
     "classical_monocyte", "nonclassical_monocyte", "neutrophil", "nk_cell", "t_cell",
-    "b_cell", "endothelial", "at1", "at2", "hepatocyte", "stellate_fibroblast", "unassigned",
+    "b_cell", "plasma_cell", "dendritic_cell", "mast_cell", "endothelial", "at1", "at2",
+    "hepatocyte", "stellate_fibroblast", "unassigned",
 )  # fmt: skip

@@ -309,3 +309,18 @@ def test_findings_stage_embeds_the_figure_it_returns(tables, tmp_path) -> None:
     png = base64.b64decode(re.search(r"data:image/png;base64,([^'\"]+)", page).group(1))
     assert png == figure_png(fig) and png.startswith(b"\x89PNG")
     assert len(calls) == 3
+
+
+def test_page_says_where_its_cell_types_come_from(tables) -> None:
+    results = [result_table(k, v) for k, v in tables.items()]
+    default = findings_html(results, SETTINGS)
+    assert "data-annotation-source='markers'" in default and "curated marker sets" in default
+    published = findings_html(results, SETTINGS, annotation={
+        "source": "published", "published_column": "author<type>",
+        "published_names": "resources/annotation/published_cell_types.tsv"})
+    assert "data-annotation-source='published'" in published
+    assert "obs column <code>author&lt;type&gt;</code>" in published
+    reference = findings_html(results, SETTINGS, annotation={
+        "source": "reference", "reference_model": None, "reference_h5ad": "atlas.h5ad"})
+    assert "trained by the run from <code>atlas.h5ad</code>" in reference
+    assert "majority vote per cluster" in reference

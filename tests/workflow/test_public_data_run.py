@@ -25,10 +25,13 @@ import pytest
 import scanpy as sc
 import scipy.io
 import scipy.sparse as sp
+import yaml
 from helpers import REPO, TABULA_MURIS, make_workdir, page_problems, run_snakemake
 
+from mscflow.annotate.published import map_published_labels, read_name_table
 from mscflow.cli import main as mscflow_main
 from mscflow.inputs.sample_counts import counts_matrix
+from mscflow.vocab import CELL_TYPE_ORDER
 
 PUBLIC = REPO / "tests" / "data" / "public"
 CELLXGENE = PUBLIC / "tm_lung_cellxgene.h5ad"
@@ -38,6 +41,15 @@ SHEET_OPTIONS = ["--sample-key", "donor_id", "--condition-key", "condition", "--
 ANNOTATED = "results/annotate/annotated.h5ad"
 LABELS = ["results/labels/published_cell_type_vs_cell_type.tsv",
           "results/plots/labels_published_cell_type_vs_cell_type.png"]
+
+
+def crosscheck_files(source: str) -> list[str]:
+    """The cross-check files of the marker labels against ``source``."""
+    return [f"results/labels/markers_vs_{source}_agreement.tsv",
+            f"results/labels/markers_vs_{source}_clusters.tsv",
+            f"results/plots/labels_markers_vs_{source}.png"]
+
+
 pytestmark = pytest.mark.workflow
 
 
@@ -83,11 +95,20 @@ def _cellxgene_workdir(path: Path, source: Path, config: dict | None = None,
 
 def test_cellxgene_file_gives_the_qc_clusters_and_labels_of_the_10x_folders(
         tmp_path: Path) -> None:
-    cxg = _cellxgene_workdir(tmp_path / "cxg", CELLXGENE)
+    """... and the 10x run, annotated by a celltypist model it trains from the labelled
+    CELLxGENE file (annotation.source: reference), carries those labels; both runs
+    cross-check them with the marker labels."""
+    cxg = _cellxgene_workdir(tmp_path / "cxg", CELLXGENE,
+                             {"annotation": {"published_column": "cell_type"}})
     sheet = pd.read_csv(cxg / "config/samples.tsv", sep="\t", dtype=str, keep_default_na=False)
     tenx = _tenx_workdir(tmp_path / "tenx", sheet)
-    run_snakemake(cxg, "--cores", "2", ANNOTATED, *LABELS)
-    run_snakemake(tenx, "--cores", "2", ANNOTATED)
+    reference = {"source": "reference", "reference_h5ad": str(CELLXGENE),
+                 "reference_label_column": "cell_type"}
+    config = yaml.safe_load((tenx / "config/config.yaml").read_text())
+    config.setdefault("annotation", {}).update(reference)
+    (tenx / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    run_snakemake(cxg, "--cores", "2", ANNOTATED, *LABELS, *crosscheck_files("published"))
+    run_snakemake(tenx, "--cores", "2", ANNOTATED, *crosscheck_files("reference"))
     for donor in sheet["sample"]:  # QC of every cell: identical
         metrics = [pd.read_csv(w / f"results/qc/{donor}_metrics.tsv.gz", sep="\t")
                    for w in (cxg, tenx)]
@@ -97,8 +118,29 @@ def test_cellxgene_file_gives_the_qc_clusters_and_labels_of_the_10x_folders(
     counts = [counts_matrix(sorted(w.glob("results/qc/*.h5ad")), a.obs_names, a.var_names)
               for w in (cxg, tenx)]
     assert (counts[0] != counts[1]).nnz == 0
-    for column in ("leiden_1", "cell_type", "cell_type_cell"):
+    for column in ("leiden_1", "cell_type_markers", "cell_type_cell"):
         assert a.obs[column].astype(str).equals(b.obs[column].astype(str)), column
+    assert a.obs["cell_type"].astype(str).equals(a.obs["cell_type_markers"].astype(str))
+    # the reference run: cell_type is the model's cluster vote, kept with each cell's own
+    # prediction and probability; the model learnt the authors' labels of these cells
+    assert b.obs["cell_type"].astype(str).equals(b.obs["cell_type_reference"].astype(str))
+    authors = ad.read_h5ad(CELLXGENE, backed="r").obs["cell_type"].astype(str)
+    names = read_name_table(REPO / "resources/annotation/published_cell_types.tsv")
+    authors = map_published_labels(authors.loc[b.obs_names.str.split(":").str[1]], names)
+    own = b.obs["cell_type_reference_cell"].astype(str).to_numpy()
+    assert (own == authors.to_numpy()).mean() >= 0.9
+    assert set(b.obs["cell_type"]) <= set(CELL_TYPE_ORDER)  # the model's names, mapped
+    assert b.obs["cell_type_reference_probability"].between(0, 1).all()
+    assert (b.obs.groupby("leiden_1", observed=True)["cell_type"].nunique() == 1).all()
+    assert re.search(r"reference model: \d+ of its \d+ genes in the data",
+                     (tenx / "logs/annotate/annotate_reference.log").read_text())
+    for workdir, other in ((cxg, "published"), (tenx, "reference")):
+        agreement = pd.read_csv(workdir / crosscheck_files(other)[0], sep="\t")
+        assert agreement.loc[0, "label"] == "(all cells)"
+        assert agreement.loc[0, "agreement"] > 0.6, agreement
+        clusters = pd.read_csv(workdir / crosscheck_files(other)[1], sep="\t")
+        assert clusters["n_cells"].sum() == a.n_obs
+        assert (workdir / crosscheck_files(other)[2]).read_bytes()[:4] == b"\x89PNG"
     # the authors' labels came along, and are compared with mscflow's
     assert "published_cell_type" in a.obs and "published_cell_type" not in b.obs
     fixture = ad.read_h5ad(CELLXGENE, backed="r").obs
@@ -148,7 +190,9 @@ def panel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     panel = _panel_file(root / "panel_5000.h5ad")
     contrast = {"name": "lung_pseudo", "tissue": "lung", "condition": HOSTILE,
                 "reference": "control"}
-    workdir = _cellxgene_workdir(root / "panel", panel, {"contrasts": [contrast]},
+    published = {"source": "published", "published_column": "cell_type"}
+    workdir = _cellxgene_workdir(root / "panel", panel,
+                                 {"contrasts": [contrast], "annotation": published},
                                  with_contrasts=True)
     sheet_path = workdir / "config/samples.tsv"
     sheet = pd.read_csv(sheet_path, sep="\t", dtype=str, keep_default_na=False)
@@ -177,12 +221,43 @@ def test_restricted_panel_runs_end_to_end_and_lists_dropped_sets(panel_run: Path
     assert not set(gsea["gene_set"]) & programmes
     log = (workdir / "logs/annotate/annotate.log").read_text()
     assert "candidate label(s) left out" in log and "t_cell (" in log and "b_cell (" in log
-    labels = set(pd.read_csv(workdir / "results/annotate/clusters.tsv", sep="\t")["label"])
-    assert not labels & {"t_cell", "b_cell"}
+    clusters = pd.read_csv(workdir / "results/annotate/clusters.tsv", sep="\t",
+                           keep_default_na=False)
+    assert not set(clusters["label"]) & {"t_cell", "b_cell"}
+    # the "none of these" floor on a real restricted panel: the authors' B and T cells,
+    # whose marker sets the panel dropped, are not given another population's marker label
+    obs = ad.read_h5ad(workdir / ANNOTATED, backed="r").obs
+    for authors in ("B cell", "T cell"):
+        markers = obs.loc[obs["published_cell_type"] == authors, "cell_type_markers"]
+        assert (markers.astype(str) == "unassigned").mean() >= 0.9, markers.value_counts()
+    assert "unassigned" in log and "markers expressed" in log
+    unassigned = clusters[clusters["label"] == "unassigned"]
+    assert unassigned["reason"].str.len().gt(0).all()
+    # annotation.source: published: the authors' labels, in mscflow's names, are cell_type
+    # through the contrasts and on the findings page
+    expected = obs["published_cell_type"].astype(str).map(
+        {"B cell": "b_cell", "T cell": "t_cell", "dendritic cell": "dendritic_cell",
+         "alveolar macrophage": "alveolar_macrophage", "natural killer cell": "nk_cell",
+         "classical monocyte": "classical_monocyte", "endothelial cell": "endothelial",
+         "non-classical monocyte": "nonclassical_monocyte", "neutrophil": "neutrophil",
+         "fibroblast": "stellate_fibroblast", "type II pneumocyte": "at2"})
+    assert obs["cell_type"].astype(str).equals(expected)
+    shifts = pd.read_parquet(workdir / "results/contrasts/score_shifts.parquet")
+    assert {"b_cell", "t_cell", "dendritic_cell"} <= set(shifts["cell_type"].astype(str))
+    findings = (workdir / "results/findings.html").read_text()
+    assert "data-annotation-source='published'" in findings
+    assert "the authors' labels (obs column <code>cell_type</code>" in findings
+    agreement = pd.read_csv(workdir / crosscheck_files("published")[0], sep="\t")
+    by_label = agreement.set_index("label")
+    assert by_label.loc["b_cell", "n_cells_markers"] == 0 and by_label.loc[
+        "alveolar_macrophage", "agreement"] > 0.8
+    checked = pd.read_csv(workdir / crosscheck_files("published")[1], sep="\t")
+    assert not checked["agrees"].all()
     html = (workdir / "report.html").read_text()
     shown = _report_table(html, "gene_set_report.tsv")
     assert set(shown.loc[shown["status"] == "dropped", "set"]) == set(dropped["set"])
     assert "labels_published_cell_type_vs_cell_type.png" in html
+    assert "labels_markers_vs_published.png" in html and "markers_vs_published_clusters.tsv" in html
 
 
 def _report_data(html: str) -> dict:

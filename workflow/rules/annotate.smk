@@ -3,6 +3,10 @@
 # clusters' top genes and the dot plot), one job decides the labels from the gathered
 # scores and sums and writes the annotated h5ad (obs replaced; the matrix copied in HDF5).
 
+# annotation.source chooses cell_type: markers (above), published (the authors' labels of
+# a keep_obs column, mapped by the names table) or reference (celltypist: a model file, or
+# one trained here from a labelled reference h5ad, predicted in one job).
+
 final_outputs("results/annotate/clusters.tsv", "results/plots/annotation_dotplot.png")
 
 
@@ -30,6 +34,7 @@ rule annotate_sample:
 
 rule annotate:
     input:
+        unpack(annotation_source_inputs),
         h5ad="results/cluster/clustered.h5ad",
         library="results/genesets/library.json",
         scores="results/scores/scores.parquet",
@@ -69,3 +74,51 @@ rule annotate:
         "../../envs/mscflow.yaml"
     script:
         "../scripts/annotate.py"
+
+
+rule train_reference_model:
+    input:
+        ANNOTATION["reference_h5ad"] or [],
+    output:
+        "results/annotate/reference_model.pkl",
+    params:
+        label_column=ANNOTATION["reference_label_column"],
+        top_genes=ANNOTATION["reference_top_genes"],
+        seed=config["seed"],
+    log:
+        "logs/annotate/train_reference_model.log",
+    benchmark:
+        "benchmarks/annotate/train_reference_model.tsv"
+    threads: 1
+    resources:
+        # the reference read whole, normalised and scaled (dense copy of its genes)
+        mem_mb=scaled_mem_mb(2000, 12),
+        runtime=scaled_runtime(20, 0.2),
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/train_reference_model.py"
+
+
+rule annotate_reference:
+    input:
+        h5ad="results/cluster/clustered.h5ad",
+        model=reference_model_file(),
+    output:
+        "results/annotate/reference_predictions.parquet",
+    params:
+        cluster_key=default_cluster_key(),
+        majority_voting=ANNOTATION["reference_majority_voting"],
+    log:
+        "logs/annotate/annotate_reference.log",
+    benchmark:
+        "benchmarks/annotate/annotate_reference.tsv"
+    threads: 1
+    resources:
+        # the clustered matrix read whole; celltypist scales it gene by gene
+        mem_mb=scaled_mem_mb(2000, 4 * H5AD_MB),
+        runtime=scaled_runtime(20, 0.05),
+    conda:
+        "../../envs/mscflow.yaml"
+    script:
+        "../scripts/annotate_reference.py"

@@ -196,6 +196,7 @@ rule report_findings:
         fdr=config["contrast_settings"]["fdr"],
         report=report_json(config["report"]),
         seed=config["seed"],
+        annotation=config["annotation"],
     log:
         "logs/report/report_findings.log",
     benchmark:

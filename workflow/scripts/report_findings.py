@@ -14,7 +14,8 @@ for name, path in smk.input.items():
     log.info("table %s: %s", name, path)
 page, calls, figure = findings_stage(dict(smk.input.items()), fdr=smk.params.fdr,
                                      power=settings.findings_power,
-                                     min_effect=settings.findings_min_effect)
+                                     min_effect=settings.findings_min_effect,
+                                     annotation=smk.params.annotation)
 log.info("%d calls", len(calls))
 save(figure, smk.output.figure)
 write_table_atomic(calls, smk.output.tsv, na_rep="NA", float_format="%.6g")

@@ -4,7 +4,11 @@ Every cell is scored for every marker set (``mscflow.scoring.core.score_gene_set
 gets the best-scoring label its tissue allows, and each cluster (within a tissue) gets the
 label with the best mean score, with two confidences: the margin between the best and the
 second label's mean score, and the fraction of the cluster's cells whose own label agrees.
-A cluster below any threshold is called ``"unassigned"``.
+A cluster below any threshold is called ``"unassigned"``. Above them sits a "none of these"
+floor: the best label's marker genes must really be expressed in the cluster
+(:func:`markers_expressed`), so a population no candidate set describes (e.g. B cells whose
+set a restricted panel dropped) stays ``unassigned`` instead of taking the nearest label.
+Each cluster's table row says why it is unassigned (``reason``).
 
 Candidate labels are the marker sets the data can score: a set the gene-set library
 dropped (too few genes in a restricted panel) or with none of its genes in the data is
@@ -36,10 +40,19 @@ log = logging.getLogger(__name__)
 
 # Labels that cannot occur in a tissue. Guilliams 2022 (liver atlas) finds no
 # interstitial macrophages in liver; Kupffer cells and hepatocytes are liver-only; alveolar
-# macrophages and AT1/AT2 cells are lung-only. Tissues not listed here restrict nothing.
+# macrophages and AT1/AT2 cells are lung-only. Tissues the curated sets do not cover
+# (blood, spleen, bone marrow) get the general immune and stromal labels only, without
+# the lung- and liver-resident ones; bronchoalveolar lavage keeps the airway's alveolar
+# macrophages and epithelium. Tissues not listed here restrict nothing.
+LUNG_LIVER_RESIDENT = frozenset({"alveolar_macrophage", "interstitial_macrophage",
+                                 "kupffer_cell", "at1", "at2", "hepatocyte"})
+_BAL = LUNG_LIVER_RESIDENT - {"alveolar_macrophage", "at1", "at2"}
 DEFAULT_EXCLUDED: dict[str, frozenset[str]] = {
     "lung": frozenset({"kupffer_cell", "hepatocyte"}),
     "liver": frozenset({"alveolar_macrophage", "interstitial_macrophage", "at1", "at2"}),
+    **dict.fromkeys(("blood", "peripheral blood", "pbmc", "spleen", "bone marrow",
+                     "bone_marrow"), LUNG_LIVER_RESIDENT),
+    **dict.fromkeys(("bal", "bronchoalveolar lavage", "bronchoalveolar lavage fluid"), _BAL),
 }
 
 ScoreFn = Callable[..., pd.DataFrame]
@@ -53,7 +66,7 @@ class AnnotationSettings(Settings):
 
 CLUSTER_COLUMNS = [
     "cluster", "tissue", "label", "margin", "fraction_agreeing", "n_cells", "best_score",
-    "second_label", "top_marker_genes",
+    "second_label", "best_label", "markers_expressed", "reason", "top_marker_genes",
 ]
 
 
@@ -148,15 +161,92 @@ def decide_clusters(
         label = labels[best[i]]
         members = keys.index[(keys["cluster"] == cluster) & (keys["tissue"] == tis)]
         fraction = float((cell_labels.loc[members] == label).mean())
-        confident = best_val[i] > min_score and margin[i] >= min_margin
-        confident = confident and fraction >= min_fraction
+        reasons = []
+        if not best_val[i] > min_score:
+            reasons.append(f"best mean marker score {best_val[i]:.3g} <= {min_score:g}")
+        if margin[i] < min_margin:
+            reasons.append(f"margin {margin[i]:.3g} over {labels[second[i]]} < "
+                           f"annotation.min_margin {min_margin:g}")
+        if fraction < min_fraction:
+            reasons.append(f"{fraction:.0%} of its cells agree < annotation.min_fraction "
+                           f"{min_fraction:g}")
         rows.append({
-            "cluster": cluster, "tissue": tis, "label": label if confident else UNASSIGNED,
+            "cluster": cluster, "tissue": tis, "label": UNASSIGNED if reasons else label,
             "margin": float(margin[i]), "fraction_agreeing": fraction,
             "n_cells": int(sizes.loc[(cluster, tis)]), "best_score": float(best_val[i]),
-            "second_label": labels[second[i]],
+            "second_label": labels[second[i]], "best_label": label,
+            "reason": "; ".join(reasons),
         })
     return pd.DataFrame(rows)
+
+
+def markers_expressed(expression: GroupExpression, var_names: Sequence[str],
+                      marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]],
+                      min_cells: float = 0.25) -> pd.DataFrame:
+    """Share of each marker set's genes (those in ``var_names``) expressed in each group
+    (rows: ``expression.groups``, columns: sets). A gene is expressed in a group when at
+    least ``min_cells`` of the group's cells have a count of it and a larger share than of
+    all other cells: a marker the group shares with every cell does not count."""
+    col = {g: j for j, g in enumerate(var_names)}
+    sizes = expression.sizes.astype(float)
+    fractions = expression.fractions()
+    rest = ((expression.expressing.sum(axis=0)[None, :] - expression.expressing)
+            / np.maximum(sizes.sum() - sizes, 1)[:, None])
+    out = {}
+    for name, genes in marker_sets.items():
+        idx = [col[g] for g in genes if g in col]
+        if not idx:
+            out[name] = np.zeros(len(sizes))
+            continue
+        expressed = (fractions[:, idx] >= min_cells) & (fractions[:, idx] > rest[:, idx])
+        out[name] = expressed.mean(axis=1)
+    return pd.DataFrame(out, index=expression.groups)
+
+
+def apply_marker_floor(per_cluster: pd.DataFrame, expressed: pd.DataFrame,
+                       marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]],
+                       min_expressed: float, min_genes: int = 0) -> pd.DataFrame:
+    """The "none of these" floor: a cluster keeps its label only when at least
+    ``min_expressed`` of that label's marker genes, and at least ``min_genes`` of them, are
+    expressed in it (``expressed`` from :func:`markers_expressed`, rows
+    ``"<cluster>|<tissue>"``). Adds ``markers_expressed`` (share for the best label) and
+    extends ``reason``."""
+    out = per_cluster.copy()
+    keys = out["cluster"].astype(str) + "|" + out["tissue"].astype(str)
+    share = np.array([float(expressed.at[k, lab]) for k, lab in zip(keys, out["best_label"],
+                                                                     strict=True)])
+    sizes = np.array([len(marker_sets[lab]) for lab in out["best_label"]])
+    count = np.rint(share * sizes).astype(int)
+    out["markers_expressed"] = share.round(4)
+    low = (share < min_expressed) | (count < min_genes)
+    for i in np.flatnonzero(low):
+        label = out["best_label"].iat[i]
+        bars = [f"{share[i]:.2f} < annotation.min_markers_expressed {min_expressed:g}"
+                if share[i] < min_expressed else "",
+                f"fewer than annotation.min_marker_genes_expressed {min_genes}"
+                if count[i] < min_genes else ""]
+        text = (f"{count[i]} of {sizes[i]} {label} markers expressed "
+                f"({'; '.join(b for b in bars if b)})")
+        previous = out["reason"].iat[i]
+        out.iat[i, out.columns.get_loc("reason")] = f"{previous}; {text}" if previous else text
+    out.loc[low, "label"] = UNASSIGNED
+    return out
+
+
+def log_unassigned(per_cluster: pd.DataFrame, unusable: Mapping[str, str]) -> None:
+    """Log how many cells were left unassigned, per cluster with the reason."""
+    gone = per_cluster[per_cluster["label"] == UNASSIGNED]
+    total = int(per_cluster["n_cells"].sum())
+    n_cells = int(gone["n_cells"].sum())
+    log.info("annotation: %d of %d cells (%d of %d clusters) unassigned", n_cells, total,
+             len(gone), len(per_cluster))
+    for row in gone.itertuples():
+        log.info("annotation: cluster %s%s (%d cells) unassigned: %s", row.cluster,
+                 f" in {row.tissue}" if row.tissue else "", row.n_cells, row.reason)
+    if unusable and n_cells:
+        log.info("annotation: labels left out for want of marker genes (%s) cannot be "
+                 "given; their populations are among the unassigned cells",
+                 ", ".join(unusable))
 
 
 def _matrix(adata: AnnData, layer: str | None):
@@ -354,6 +444,9 @@ def annotate(
     min_score: float = 0.0,
     min_margin: float = 0.05,
     min_fraction: float = 0.5,
+    min_markers_expressed: float = 0.5,
+    min_marker_genes_expressed: int = 3,
+    marker_min_cells: float = 0.25,
     n_top_genes: int = 5,
     layer: str | None = None,
     method: str = "scanpy",
@@ -375,8 +468,12 @@ def annotate(
     the gene-set library) with the reason, for the log and the error of a tissue left
     without labels (:func:`candidate_labels`). ``expression``: the clusters' expression
     (groups of :func:`cluster_groups`, e.g. combined from per-sample jobs) for their top
-    marker genes; computed from ``X``/``layer`` when None (then ``adata`` needs no ``X``
-    given ``scores`` and ``expression``).
+    marker genes and the "none of these" floor (a cluster is unassigned unless
+    ``min_markers_expressed`` of its label's markers, and ``min_marker_genes_expressed`` of
+    them, are expressed in it, each in at least
+    ``marker_min_cells`` of its cells: :func:`markers_expressed`); computed from
+    ``X``/``layer`` when None (then ``adata`` needs no ``X`` given ``scores`` and
+    ``expression``).
 
     Writes obs columns ``{key_added}`` (cluster-level label), ``{key_added}_cell``,
     ``{key_added}_cell_margin``, ``{key_added}_margin`` and
@@ -389,8 +486,9 @@ def annotate(
     if tissue_key is not None and tissue_key in adata.obs:
         tissues = adata.obs[tissue_key].astype(str)
     sets, not_present = _present_sets(marker_sets, adata.var_names)
+    left_out = {**(unusable or {}), **not_present}
     candidate_labels(list(sets), tissues.unique() if tissues is not None else [""],
-                     {**(unusable or {}), **not_present}, excluded)
+                     left_out, excluded)
     if scores is None:
         fn = score_fn or _default_score_fn()
         scores = fn(adata, sets, method=method, layer=layer, random_state=random_state)
@@ -405,6 +503,10 @@ def annotate(
     group = cluster_groups(adata.obs, cluster_key, None if tissues is None else tissue_key)
     if expression is None:
         expression = GroupExpression.from_matrix(_matrix(adata, layer), group)
+    expressed = markers_expressed(expression, adata.var_names, sets, marker_min_cells)
+    per_cluster = apply_marker_floor(per_cluster, expressed, sets, min_markers_expressed,
+                                     min_marker_genes_expressed)
+    log_unassigned(per_cluster, left_out)
     tops = top_genes(expression, adata.var_names, n_top_genes)
     group_keys = per_cluster["cluster"] + "|" + per_cluster["tissue"]
     per_cluster["top_marker_genes"] = [",".join(tops.get(k, [])) for k in group_keys]
@@ -472,30 +574,67 @@ def dotplot_data(expression: GroupExpression, var_names: Sequence[str],
     return pd.DataFrame(rows)
 
 
+SOURCE_COLUMNS = {"markers": "cell_type_markers", "published": "cell_type_published",
+                  "reference": "cell_type_reference"}
+
+
 def annotate_stage(adata: AnnData, marker_sets: Mapping[str, Sequence[str] | Mapping[str, float]],
                    marker_scores: pd.DataFrame, programme_scores: pd.DataFrame,
                    settings: AnnotationSettings, *, cluster_key: str,
                    dropped_markers: Mapping[str, str] | None = None,
                    expression: GroupExpression | None = None,
+                   published: pd.Series | None = None,
+                   reference: pd.DataFrame | None = None,
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The annotation stage: label clusters from the marker scores of the scoring stage,
     add the programme scores to obs as ``score_<set>``, and return (per-cell table,
     per-cluster table, marker dot-plot data). ``adata`` gains ``cell_type`` and friends.
     ``dropped_markers`` (set -> reason, from the gene-set library) are reported as labels
     left out. ``expression``: the clusters' expression (:func:`cluster_groups`), e.g.
-    combined from per-sample jobs; then ``adata`` needs only obs and var names."""
+    combined from per-sample jobs; then ``adata`` needs only obs and var names.
+
+    The marker labels are kept as ``cell_type_markers``; ``published`` (the mapped
+    published labels, :func:`mscflow.annotate.published.published_labels`) as
+    ``cell_type_published`` and ``reference`` (celltypist predictions,
+    :func:`mscflow.annotate.reference.predict_reference`) as ``cell_type_reference*``.
+    ``cell_type`` is the one ``settings.source`` names."""
     if expression is None:
         expression = GroupExpression.from_matrix(adata.X, cluster_groups(adata.obs, cluster_key))
     per_cell, per_cluster = annotate(
         adata, marker_sets, cluster_key=cluster_key, tissue_key="tissue",
         scores=marker_scores, min_margin=settings.min_margin,
-        min_fraction=settings.min_fraction, key_added="cell_type", unusable=dropped_markers,
-        expression=expression,
+        min_fraction=settings.min_fraction,
+        min_markers_expressed=settings.min_markers_expressed,
+        min_marker_genes_expressed=settings.min_marker_genes_expressed,
+        marker_min_cells=settings.marker_min_cells, key_added="cell_type",
+        unusable=dropped_markers, expression=expression,
     )
     for column in programme_scores.columns:
         adata.obs[f"score_{column}"] = programme_scores.loc[adata.obs_names, column].to_numpy()
     labels = dict(zip(per_cluster["cluster"] + "|" + per_cluster["tissue"],
                       per_cluster["label"], strict=True))
     dot = dotplot_data(expression.regroup(labels), adata.var_names, marker_sets)
+    sources = {"markers": adata.obs["cell_type"].astype(str)}
+    if published is not None:
+        sources["published"] = published.loc[adata.obs_names].astype(str)
+    extra = {}
+    if reference is not None:
+        extra = {c: reference.loc[adata.obs_names, c] for c in reference.columns}
+        sources["reference"] = reference.loc[adata.obs_names, "cell_type_reference"].astype(str)
+    if settings.source not in sources:
+        raise InputDataError(f"annotation.source is {settings.source} but the stage was given "
+                             f"no {settings.source} labels")
+    for source, values in sources.items():
+        adata.obs[SOURCE_COLUMNS[source]] = pd.Categorical(values)
+        per_cell[SOURCE_COLUMNS[source]] = values.to_numpy()
+    for column, values in extra.items():
+        adata.obs[column] = values.to_numpy()
+        per_cell[column] = values.to_numpy()
+    chosen = sources[settings.source]
+    adata.obs["cell_type"] = pd.Categorical(chosen)
+    per_cell["cell_type"] = chosen.to_numpy()
+    if settings.source != "markers":
+        log.info("annotation: cell_type from the %s labels (%d types); the marker labels are "
+                 "kept as cell_type_markers", settings.source, chosen.nunique())
     per_cell.index.name = "cell"
     return per_cell, per_cluster, dot

@@ -1,4 +1,6 @@
-"""The authors' cell-type labels beside mscflow's: a cross table and a heat map.
+"""The authors' cell-type labels beside mscflow's: a cross table and a heat map; and the
+cross-check of two annotation sources (marker labels against published or reference
+labels): agreement per label, the clusters where they disagree, and a heat map.
 
 A sample sheet's ``keep_obs`` carries obs columns of a published file into the merged data
 as ``published_<column>``. Those whose name says they hold labels (``cell_type``,
@@ -70,9 +72,12 @@ def label_crosstab(obs: pd.DataFrame, published: str, label: str = "cell_type"
     return table.drop(columns="_rank").reset_index(drop=True)[TABLE_COLUMNS]
 
 
-def crosstab_heatmap(table: pd.DataFrame, published: str) -> plt.Figure:
+def crosstab_heatmap(table: pd.DataFrame, published: str, *, title: str | None = None,
+                     row_name: str | None = None, column_name: str = "mscflow cell_type"
+                     ) -> plt.Figure:
     """Heat map of the row fractions (published label x mscflow label), each cell
-    annotated with its count of cells."""
+    annotated with its count of cells. ``title``, ``row_name`` and ``column_name`` replace
+    the published-label wording (for two annotation sources)."""
 
     set_style()
     rows = list(dict.fromkeys(table["published_label"]))
@@ -88,11 +93,12 @@ def crosstab_heatmap(table: pd.DataFrame, published: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(0.55 * len(cols) + 4.5, 0.42 * len(rows) + 2.8))
     sns.heatmap(fractions, cmap="Blues", vmin=0, vmax=1, ax=ax, linewidths=0.4,
                 linecolor="white", annot=numbers, fmt="", annot_kws={"fontsize": 8},
-                cbar_kws={"label": "share of the published label's cells", "shrink": 0.6})
+                cbar_kws={"label": f"share of the {row_name or 'published label'}'s cells",
+                          "shrink": 0.6})
     name = published.removeprefix(PUBLISHED_PREFIX)
-    ax.set_title(f"Published '{name}' vs mscflow cell_type (numbers: cells)")
-    ax.set_xlabel("mscflow cell_type")
-    ax.set_ylabel(f"published {name}")
+    ax.set_title(title or f"Published '{name}' vs mscflow cell_type (numbers: cells)")
+    ax.set_xlabel(column_name)
+    ax.set_ylabel(row_name or f"published {name}")
     for label in ax.get_xticklabels():
         label.set_rotation(60)
         label.set_horizontalalignment("right")
@@ -116,3 +122,83 @@ def compare_labels(obs: pd.DataFrame, published: str) -> tuple[pd.DataFrame, plt
         log.info("published %r: %.0f%% of its cells -> %s", row.published_label,
                  100 * row.row_fraction, row.cell_type)
     return table, crosstab_heatmap(table, published)
+
+
+# ------------------------------------------------------------ two annotation sources
+SOURCE_NAMES = {"markers": "cell_type_markers", "published": "cell_type_published",
+                "reference": "cell_type_reference"}
+AGREEMENT_COLUMNS = ["label", "n_cells_markers", "n_cells_other", "n_cells_both", "agreement"]
+CLUSTER_CHECK_COLUMNS = ["cluster", "tissue", "n_cells", "markers_label", "other_label",
+                         "other_share", "share_agreeing", "agrees"]
+
+
+def available_sources(source: str, published_column: str | None) -> list[str]:
+    """The label sources a run has besides the markers: published when
+    ``annotation.published_column`` is set, reference when it is the source."""
+    out = ["published"] if published_column else []
+    return out + (["reference"] if source == "reference" else [])
+
+
+def agreement_per_label(obs: pd.DataFrame, other: str) -> pd.DataFrame:
+    """Per label either source gives: cells with it from the markers, from ``other``,
+    from both, and the agreement (cells with it from both / cells with it from either);
+    first row ``(all cells)``: cells labelled alike / all cells."""
+    a = obs[SOURCE_NAMES["markers"]].astype(str)
+    b = obs[SOURCE_NAMES[other]].astype(str)
+    same = a == b
+    rows = [{"label": "(all cells)", "n_cells_markers": len(a), "n_cells_other": len(b),
+             "n_cells_both": int(same.sum()),
+             "agreement": round(float(same.mean()) if len(a) else 0.0, 4)}]
+    for label in sorted(set(a) | set(b), key=lambda v: (-(a == v).sum() - (b == v).sum(), v)):
+        both = int(((a == label) & (b == label)).sum())
+        either = int(((a == label) | (b == label)).sum())
+        rows.append({"label": label, "n_cells_markers": int((a == label).sum()),
+                     "n_cells_other": int((b == label).sum()), "n_cells_both": both,
+                     "agreement": round(both / either, 4)})
+    return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
+
+
+def cluster_agreement(obs: pd.DataFrame, other: str, cluster_key: str) -> pd.DataFrame:
+    """Per cluster (and tissue): its marker label, the label most of its cells have from
+    ``other`` (with that share), the share of its cells labelled alike, and whether the two
+    cluster labels agree. Disagreeing clusters first, larger first."""
+    tissue = obs["tissue"].astype(str) if "tissue" in obs else pd.Series("", index=obs.index)
+    frame = pd.DataFrame({"cluster": obs[cluster_key].astype(str), "tissue": tissue,
+                          "a": obs[SOURCE_NAMES["markers"]].astype(str),
+                          "b": obs[SOURCE_NAMES[other]].astype(str)})
+    rows = []
+    for (cluster, tis), part in frame.groupby(["cluster", "tissue"], sort=True):
+        a_label = part["a"].value_counts().index[0]
+        counts = part["b"].value_counts()
+        rows.append({"cluster": cluster, "tissue": tis, "n_cells": len(part),
+                     "markers_label": a_label, "other_label": counts.index[0],
+                     "other_share": round(counts.iloc[0] / len(part), 4),
+                     "share_agreeing": round(float((part["a"] == part["b"]).mean()), 4),
+                     "agrees": a_label == counts.index[0]})
+    table = pd.DataFrame(rows, columns=CLUSTER_CHECK_COLUMNS)
+    return table.sort_values(["agrees", "n_cells"], ascending=[True, False],
+                             kind="stable").reset_index(drop=True)
+
+
+def crosscheck_sources(obs: pd.DataFrame, other: str, cluster_key: str
+                       ) -> tuple[pd.DataFrame, pd.DataFrame, plt.Figure]:
+    """The cross-check of the marker labels with ``other`` (published or reference):
+    agreement per label, per cluster, and the heat map (``other`` label x marker label);
+    logs the overall agreement and names the disagreeing clusters."""
+    for source in ("markers", other):
+        if SOURCE_NAMES[source] not in obs:
+            raise InputDataError(f"obs has no column {SOURCE_NAMES[source]!r}: annotate with "
+                                 f"the {source} labels first")
+    per_label = agreement_per_label(obs, other)
+    clusters = cluster_agreement(obs, other, cluster_key)
+    log.info("markers vs %s: %.1f%% of cells labelled alike", other,
+             100 * per_label["agreement"].iloc[0])
+    for row in clusters[~clusters["agrees"]].itertuples():
+        log.info("cluster %s%s (%d cells): markers say %s, %s says %s (%.0f%% of its cells)",
+                 row.cluster, f" in {row.tissue}" if row.tissue else "", row.n_cells,
+                 row.markers_label, other, row.other_label, 100 * row.other_share)
+    table = label_crosstab(obs, SOURCE_NAMES[other], SOURCE_NAMES["markers"])
+    figure = crosstab_heatmap(table, SOURCE_NAMES[other],
+                              title=f"{other} labels vs marker labels (numbers: cells)",
+                              row_name=f"{other} label", column_name="marker label")
+    return per_label, clusters, figure

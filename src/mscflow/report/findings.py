@@ -509,17 +509,43 @@ padding: 2px 8px; } td.n { text-align: right; } img { max-width: 100%; }
 """
 
 
+def annotation_note(annotation: Mapping | None) -> str:
+    """The page's sentence on where its cell types come from (the ``annotation`` config
+    section: ``source`` and the source's settings)."""
+    annotation = annotation or {}
+    source = str(annotation.get("source", "markers"))
+    if source == "published":
+        what = (f"the authors' labels (obs column "
+                f"<code>{html.escape(str(annotation.get('published_column')))}</code> of the "
+                "input files, mapped onto mscflow's names by "
+                f"<code>{html.escape(str(annotation.get('published_names')))}</code>)")
+    elif source == "reference":
+        model = annotation.get("reference_model")
+        what = ("a celltypist reference model ("
+                + (f"<code>{html.escape(str(model))}</code>" if model else
+                   "trained by the run from "
+                   f"<code>{html.escape(str(annotation.get('reference_h5ad')))}</code>")
+                + "), majority vote per cluster")
+    else:
+        what = "the curated marker sets, per cluster (unassigned where no set is expressed)"
+    return (f"<p class='note' data-annotation-source='{_attr(source)}'>Cell types come from "
+            f"{what}: <code>annotation.source: {html.escape(source)}</code>. The cross-check "
+            "against the other sources is in results/labels.</p>")
+
+
 def findings_html(tables: Sequence[ResultTable], settings: FindingSettings, *,
-                  figure_png: bytes | None = None) -> str:
+                  figure_png: bytes | None = None, annotation: Mapping | None = None) -> str:
     """The findings page: per contrast, per analysis, the calls in sentences (or what
-    could have been detected), with the overview heat map embedded (self-contained)."""
+    could have been detected), with the overview heat map embedded (self-contained);
+    ``annotation`` (the config section) says where the cell types come from."""
     out = ["<h1>Findings</h1>",
            "<p class='lead'>What changed between conditions, per contrast, at "
            f"FDR {_fdr(settings)}"
            " (Benjamini-Hochberg within each analysis, contrast and metric). Samples are the "
            "replicates: each effect is condition minus reference, estimated from per-sample "
            f"values, with its {CI_TEXT}. Every number below is read from the result tables "
-           "of the run (results/contrasts and the stages registered with them).</p>"]
+           "of the run (results/contrasts and the stages registered with them).</p>",
+           annotation_note(annotation)]
     if figure_png:
         out.append("<figure><img alt='effects per cell type and programme' src='data:image/png;"
                    f"base64,{base64.b64encode(figure_png).decode()}'><figcaption>Score shifts "
@@ -586,14 +612,16 @@ def findings_records(tables: Sequence[ResultTable],
 
 
 def findings_stage(tables: Mapping[str, str], *, fdr: float, power: float,
-                   min_effect: Mapping[str, float] | None = None
+                   min_effect: Mapping[str, float] | None = None,
+                   annotation: Mapping | None = None,
                    ) -> tuple[str, pd.DataFrame, object]:
     """Rule report_findings: the registry's tables (``{analysis: parquet}``) -> the page
-    (with the heat map embedded), the calls as a table, and the heat map figure."""
+    (with the heat map embedded; ``annotation``: the config section naming the cell types'
+    source), the calls as a table, and the heat map figure."""
     results = read_result_tables(tables)
     shifts = next((rt.table for rt in results if rt.analysis == "score_shifts"), None)
     fig = overview_heatmap(shifts if shifts is not None else pd.DataFrame(
         columns=["metric", "contrast"]))
     settings = FindingSettings(fdr=fdr, power=power, min_effect=dict(min_effect or {}))
-    page = findings_html(results, settings, figure_png=figure_png(fig))
+    page = findings_html(results, settings, figure_png=figure_png(fig), annotation=annotation)
     return page, findings_records(results, settings), fig
