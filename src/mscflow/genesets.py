@@ -529,8 +529,9 @@ def nothing_left_message(kind: str, report: pd.DataFrame, gmts: Sequence[str], *
             "marker annotation has")
     fixes = ("give a programme GMT whose sets fit this panel (genesets.extra or "
              "genesets.programmes)" if kind == "programme" else
-             "give a marker GMT whose sets fit this panel (genesets.markers), or take the "
-             "authors' labels (a keep_obs column) instead of marker annotation")
+             "give a marker GMT whose sets fit this panel (genesets.markers); marker labels "
+             "are made in every run, also with annotation.source published or reference, "
+             "as their cross-check")
     return (f"none of the {len(report)} {kind} set(s) of {', '.join(gmts)} has "
             f"genesets.min_genes={min_genes} of its genes among the data's {n_genes} genes "
             f"(closest: {closest or 'none'}), so {uses} nothing to work on. The panel is "
@@ -548,7 +549,6 @@ def build_library(
     synonyms: pd.DataFrame | None = None,
     orthologs: pd.DataFrame | None = None,
     on_too_few: str = "drop",
-    markers_needed: bool = True,
 ) -> GeneSetLibrary:
     """Match every GMT of the run to the data's genes (synonyms, orthologs, ``min_genes``).
 
@@ -557,8 +557,8 @@ def build_library(
     must be unique across the programme files. Marker sets are of the data's species. Sets
     with fewer than ``min_genes`` genes found are dropped (and listed in the report and in
     ``dropped``) or stop the run, as ``on_too_few`` says. No programme set left (or no
-    marker set, when ``markers_needed``) raises :class:`InputDataError` with the GMT, the
-    panel size and the fixes.
+    marker set: marker labels are made in every run) raises :class:`InputDataError` with
+    the GMT, the panel size and the fixes.
     """
     var_names = list(var_names)
     wanted = set(sets)
@@ -586,8 +586,7 @@ def build_library(
     reports.append(rep.assign(kind="marker", gmt=str(marker_gmt)))
     report = pd.concat(reports, ignore_index=True)[LIBRARY_REPORT]
     for kind, kept, files in (("programme", programmes, [str(g) for g, _ in programme_gmts]),
-                              ("marker", markers if markers_needed else {"": None},
-                               [str(marker_gmt)])):
+                              ("marker", markers, [str(marker_gmt)])):
         if not kept:
             raise InputDataError(nothing_left_message(
                 kind, report[report["kind"] == kind], files, n_genes=len(var_names),

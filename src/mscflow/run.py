@@ -13,6 +13,7 @@ import pandas as pd
 
 from mscflow.config import deep_update, parse_cli_overrides, validate_config
 from mscflow.contrast.settings import parse_contrasts
+from mscflow.errors import ConfigError
 from mscflow.genesets import check_gene_set_files
 from mscflow.inputs.presets import apply_preset, resolve_active_preset
 from mscflow.inputs.samplesheet import check_sample_files, check_samples, read_sample_sheet
@@ -62,5 +63,41 @@ def prepare_run(config: Mapping, *,
                        demo_dir=filled["demo"]["outdir"])  # h5ad/loom columns
     run = Run(filled, samples, preset)
     check_gene_set_files(filled["genesets"], run.species, filled["scoring"]["sets"])
+    check_annotation_sources(filled["annotation"], samples, filled["samples"])
     parse_contrasts(filled["contrasts"], samples)
     return run
+
+
+def check_annotation_sources(annotation: Mapping, samples: pd.DataFrame, sheet: str) -> None:
+    """``annotation.source`` has what it needs: the published column carried by the sheet's
+    ``keep_obs``, a reference model or labelled h5ad, and the files named exist."""
+    source, column = annotation["source"], annotation["published_column"]
+    if source == "published" and not column:
+        raise ConfigError(
+            "config key 'annotation': annotation.source is published but "
+            "annotation.published_column is not set: name "
+            "the input files' label column and list it in the sample sheet's keep_obs.")
+    if column:
+        from mscflow.inputs.readers import parse_keep_obs  # here: readers imports anndata
+
+        kept = {c for text in samples["keep_obs"] for c in parse_keep_obs(text)}
+        if column not in kept:
+            raise ConfigError(
+                f"config key 'annotation': annotation.published_column '{column}' is not "
+                "carried from the input files: "
+                f"add it to the keep_obs column of the sample sheet ({sheet}); keep_obs now "
+                f"lists {', '.join(sorted(kept)) or 'nothing'}.")
+    if source == "reference" and not (annotation["reference_model"]
+                                      or annotation["reference_h5ad"]):
+        raise ConfigError(
+            "config key 'annotation': annotation.source is reference but neither "
+            "annotation.reference_model (a "
+            "celltypist .pkl) nor annotation.reference_h5ad (a labelled h5ad to train one "
+            "from) is set.")
+    used = {"published_names": column or source == "reference",
+            "reference_model": source == "reference", "reference_h5ad": source == "reference"}
+    for key, needed in used.items():
+        if needed and annotation[key] and not Path(annotation[key]).is_file():
+            raise ConfigError(
+                f"config key 'annotation.{key}': file '{annotation[key]}' does not exist "
+                "(paths are relative to the working directory); fix the path in config.yaml.")

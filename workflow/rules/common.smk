@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mscflow.inputs.fetch
 from mscflow.run import prepare_run
-from mscflow.inputs.readers import parse_keep_obs, selected_share
+from mscflow.inputs.readers import selected_share
 from mscflow.inputs.tenx import mtx_folder_files
 from mscflow.resources import (
     inputs_share,
@@ -146,31 +146,9 @@ def fetch_cached_files(wildcards):
     return [str(FETCH_CACHE[f.key]) for f in fetch_spec(wildcards).files]
 
 
-# Annotation sources (annotate.smk, labels.smk): annotation.source chooses cell_type; the
-# checks below stop the run before any job when a source lacks what it needs.
-ANNOTATION = config["annotation"]
+# Annotation sources (annotate.smk, labels.smk): annotation.source chooses cell_type.
+ANNOTATION = config["annotation"]  # checked by prepare_run (mscflow.run)
 ANNOTATION_SOURCE = ANNOTATION["source"]
-if ANNOTATION_SOURCE == "published" and not ANNOTATION["published_column"]:
-    raise WorkflowError(
-        "annotation.source is published but annotation.published_column is not set: name the "
-        "input files' label column and list it in the sample sheet's keep_obs."
-    )
-if ANNOTATION["published_column"]:
-    _kept = {c for text in samples["keep_obs"] for c in parse_keep_obs(text)}
-    if ANNOTATION["published_column"] not in _kept:
-        raise WorkflowError(
-            f"annotation.published_column '{ANNOTATION['published_column']}' is not carried "
-            f"from the input files: add it to the keep_obs column of the sample sheet "
-            f"({config['samples']}); keep_obs now lists "
-            f"{', '.join(sorted(_kept)) or 'nothing'}."
-        )
-if (ANNOTATION_SOURCE == "reference" and not ANNOTATION["reference_model"]
-        and not ANNOTATION["reference_h5ad"]):
-    raise WorkflowError(
-        "annotation.source is reference but neither annotation.reference_model (a celltypist "
-        ".pkl) nor annotation.reference_h5ad (a labelled h5ad to train one from) is set."
-    )
-
 
 def reference_model_file():
     """The celltypist model of source reference: the user's file, or the trained one."""
