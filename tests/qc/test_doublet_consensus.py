@@ -11,15 +11,17 @@ from helpers import TABULA_MURIS
 
 from mscflow.inputs.readers import prefix_barcodes, read_sample
 from mscflow.qc.core import QCSettings, add_qc_metrics, flag_outliers, run_sample_qc
-from mscflow.qc.doublet_classifier import DoubletClassifierSettings
+from mscflow.qc.doublet_classifier import DoubletClassifierSettings, classify_doublets
 from mscflow.qc.doublet_consensus import (
     call_top,
+    combine_detectors,
     consensus_doublets,
     consensus_scores,
     decide_rate,
     rate_from_scores,
 )
 from mscflow.qc.doublet_simulation import real_templates, simulate_sample
+from mscflow.qc.doublets import scrublet_fast
 
 CLASSIFIER = DoubletClassifierSettings.from_config({})
 
@@ -40,7 +42,7 @@ def test_consensus_is_the_mean_rank_and_calls_the_top_share() -> None:
 def test_rate_from_scores_counts_real_cells_scoring_like_artificial_doublets() -> None:
     rng = np.random.default_rng(0)
     artificial = rng.beta(8, 1, 2000)
-    real = np.r_[rng.beta(1, 8, 900), rng.beta(8, 1, 100), np.nan]  # 10 % look artificial
+    real = np.r_[rng.beta(1, 8, 9000), rng.beta(8, 1, 1000), np.nan]  # 10 % look artificial
     assert rate_from_scores(real, artificial) == pytest.approx(0.10, abs=0.01)
     assert np.isnan(rate_from_scores(np.array([np.nan]), artificial))
 
@@ -71,10 +73,10 @@ def tabula_muris() -> sc.AnnData:
 
 @pytest.fixture(scope="module")
 def loaded_samples(tabula_muris) -> dict[float, tuple[sc.AnnData, pd.DataFrame]]:
-    """1,500 cells on the channel's real profiles with 2 % and with 10 % doublets (mixed
+    """1,000 cells on the channel's real profiles with 2 % and with 10 % doublets (mixed
     kinds, library gain 1.5): a lightly and a heavily loaded channel."""
     templates = real_templates(tabula_muris[~tabula_muris.obs["qc_fail"].to_numpy()].copy())
-    return {rate: simulate_sample(templates, n_cells=1500, doublet_rate=rate, gain=1.5,
+    return {rate: simulate_sample(templates, n_cells=1000, doublet_rate=rate, gain=1.5,
                                   kind="mixed", seed=7) for rate in (0.02, 0.10)}
 
 
@@ -83,18 +85,31 @@ def test_calls_follow_the_load_not_the_prior_unless_configured(loaded_samples) -
     one fewer; a configured rate is called as it is."""
     called = {}
     for planted, (adata, truth) in loaded_samples.items():
-        result, decision = consensus_doublets(adata.X, expected_rate=0.05, configured=False,
-                                              classifier=CLASSIFIER, max_ratio=3.0)
+        scrub = scrublet_fast(adata.X, expected_rate=0.05)
+        clf = classify_doublets(adata.X, expected_rate=0.05, params=CLASSIFIER)
+        result, decision = combine_detectors(scrub, clf, expected_rate=0.05, configured=False,
+                                             max_ratio=3.0)
         called[planted] = result.predicted.mean()
         assert decision.called == pytest.approx(called[planted], abs=1 / adata.n_obs)
         hits = (result.predicted & truth["doublet"].to_numpy()).sum()
         assert hits / max(result.predicted.sum(), 1) >= 0.5  # mostly planted doublets
+        fixed, decision = combine_detectors(scrub, clf, expected_rate=0.05, configured=True,
+                                            max_ratio=3.0)
+        assert fixed.predicted.sum() == round(0.05 * adata.n_obs)
+        assert "configured" in decision.reason
     assert called[0.10] > 0.05 > called[0.02], called
-    adata = loaded_samples[0.10][0]
-    fixed, decision = consensus_doublets(adata.X, expected_rate=0.05, configured=True,
-                                         classifier=CLASSIFIER, max_ratio=3.0)
-    assert fixed.predicted.sum() == round(0.05 * adata.n_obs)
-    assert "configured" in decision.reason
+
+
+def test_consensus_doublets_runs_both_detectors_with_the_seed(loaded_samples) -> None:
+    adata = loaded_samples[0.10][0][:400].copy()
+    first, _ = consensus_doublets(adata.X, expected_rate=0.05, configured=False,
+                                  classifier=CLASSIFIER, max_ratio=3.0, random_state=3)
+    scrub = scrublet_fast(adata.X, expected_rate=0.05, random_state=3)
+    clf = classify_doublets(adata.X, expected_rate=0.05, params=CLASSIFIER, random_state=3)
+    second, _ = combine_detectors(scrub, clf, expected_rate=0.05, configured=False,
+                                  max_ratio=3.0)
+    np.testing.assert_array_equal(first.scores, second.scores)
+    np.testing.assert_array_equal(first.predicted, second.predicted)
 
 
 def test_qc_summary_gives_prior_called_rate_and_reason(tabula_muris) -> None:
@@ -110,7 +125,7 @@ def test_qc_summary_gives_prior_called_rate_and_reason(tabula_muris) -> None:
     assert row["called_doublet_rate"] == pytest.approx(row["n_doublet"] / scored)
     bounded = np.clip(row["doublet_rate_from_scores"], prior / 3, prior * 3)
     assert row["n_doublet"] == round(bounded * scored)
-    assert row["doublet_rate_reason"].startswith("prior 0.50 % (10x rule, 625 cells); ")
+    assert row["doublet_rate_reason"].startswith("prior 0.50% (10x rule, 625 cells); ")
     assert set(metrics.loc[metrics["predicted_doublet"], "doublet_neighbour"]) <= set(
         metrics.loc[metrics["kept"], "cell"])
     assert filtered.n_obs == row["cells_out"]
