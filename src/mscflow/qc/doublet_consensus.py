@@ -7,7 +7,8 @@ mscflow's fast scrublet (:func:`mscflow.qc.doublets.scrublet_fast`, pairs of sum
 k-nearest-neighbour share) and the classifier
 (:func:`mscflow.qc.doublet_classifier.classify_doublets`, thinned artificial doublets,
 gradient boosting); they fail differently, so the vote ranks better than either on doublets
-made in ways neither simulates (benchmarks/README.md, "Doublets across generators").
+made in ways neither simulates (benchmarks/README.md, "Doublets across generators"). It
+takes the two detectors' times added: about 2x the fast scrublet's.
 
 How many cells are called (:func:`decide_rate`): the 10x loading rule (0.8 % per 1,000
 cells) is the prior; the data say how many cells score like doublets: the share of real
