@@ -758,9 +758,11 @@ def test_captions_name_the_configured_method_and_no_other(keys: tuple[str, ...])
     classifier default)."""
     captions = sorted((REPO / "workflow" / "report").glob("*.rst"))
     for value in _choices(keys):
-        # "scanpy", "none" and "mean" are also plain words or the library; doublet method
-        # scanpy is sc.pp.scrublet, so its captions may name scrublet
-        others = [c for c in _choices(keys) if c != value and c not in ("scanpy", "none", "mean")
+        # "scanpy", "none" and "mean" are also plain words or the library, "consensus" also
+        # liana's resource; doublet method scanpy is sc.pp.scrublet, so its captions may
+        # name scrublet
+        others = [c for c in _choices(keys) if c != value
+                  and c not in ("scanpy", "none", "mean", "consensus")
                   and not (value == "scanpy" and c == "scrublet")]
         cfg = _caption_config({keys: value})
         for rst in captions:

@@ -23,6 +23,7 @@ from mscflow.inputs.readers import (
 )
 from mscflow.job import timed
 from mscflow.qc.doublet_classifier import DoubletClassifierSettings, classify_doublets, embed_cells
+from mscflow.qc.doublet_consensus import RateDecision, consensus_doublets
 from mscflow.qc.doublets import (
     DoubletResult,
     expected_doublet_rate,
@@ -107,39 +108,65 @@ def flag_outliers(adata: ad.AnnData, settings: QCSettings) -> dict[str, float]:
     return applied
 
 
+DOUBLET_METHODS = ("consensus", "classifier", "scrublet", "scanpy")
+
+
 def run_doublet_method(counts, method: str, *, expected_rate: float,
-                       classifier: DoubletClassifierSettings, random_state: int
-                       ) -> DoubletResult:
-    """Scores and calls of one sample's cells (raw counts, cells x genes) by ``method``:
-    ``classifier`` (:func:`mscflow.qc.doublet_classifier.classify_doublets`), ``scrublet``
+                       classifier: DoubletClassifierSettings, random_state: int,
+                       configured: bool = False, max_ratio: float = 3.0
+                       ) -> tuple[DoubletResult, RateDecision]:
+    """Scores and calls of one sample's cells (raw counts, cells x genes) by ``method``, and
+    how the rate called came about.
+
+    ``consensus`` (:func:`mscflow.qc.doublet_consensus.consensus_doublets`: rank vote of the
+    fast scrublet and the classifier, the rate its scores show within ``max_ratio`` of
+    ``expected_rate``, or ``expected_rate`` itself when ``configured``), ``classifier``
+    (:func:`mscflow.qc.doublet_classifier.classify_doublets`), ``scrublet``
     (:func:`mscflow.qc.doublets.scrublet_fast`) or ``scanpy`` (``sc.pp.scrublet``); the
     scrublets call with their automatic threshold, ``expected_rate`` is their prior."""
+    if method not in DOUBLET_METHODS:
+        raise ValueError(f"qc.doublet_method must be one of {', '.join(DOUBLET_METHODS)}, "
+                         f"not '{method}'")
+    if method == "consensus":
+        return consensus_doublets(counts, expected_rate=expected_rate, configured=configured,
+                                  classifier=classifier, max_ratio=max_ratio,
+                                  random_state=random_state)
     if method == "classifier":
-        return classify_doublets(counts, expected_rate=expected_rate, params=classifier,
-                                 random_state=random_state)
-    if method == "scrublet":
-        return scrublet_fast(counts, expected_rate=expected_rate, random_state=random_state)
-    if method != "scanpy":
-        raise ValueError(f"qc.doublet_method must be classifier, scrublet or scanpy, not "
-                         f"'{method}'")
-    sub = ad.AnnData(counts)
-    sc.pp.scrublet(sub, expected_doublet_rate=expected_rate, random_state=random_state,
-                   verbose=False)
-    return DoubletResult(sub.obs["doublet_score"].to_numpy(float),
-                         sub.obs["predicted_doublet"].to_numpy(bool),
-                         float(sub.uns["scrublet"]["threshold"]),
-                         np.asarray(sub.uns["scrublet"]["doublet_scores_sim"]), expected_rate)
+        result = classify_doublets(counts, expected_rate=expected_rate, params=classifier,
+                                   random_state=random_state)
+        reason = (f"classifier: the rate its scores show, within "
+                  f"{classifier.max_rate_ratio:g}x of the prior")
+    elif method == "scrublet":
+        result = scrublet_fast(counts, expected_rate=expected_rate, random_state=random_state)
+        reason = "scrublet's automatic threshold (the prior scales the scores only)"
+    else:
+        sub = ad.AnnData(counts)
+        sc.pp.scrublet(sub, expected_doublet_rate=expected_rate, random_state=random_state,
+                       verbose=False)
+        result = DoubletResult(sub.obs["doublet_score"].to_numpy(float),
+                               sub.obs["predicted_doublet"].to_numpy(bool),
+                               float(sub.uns["scrublet"]["threshold"]),
+                               np.asarray(sub.uns["scrublet"]["doublet_scores_sim"]),
+                               expected_rate)
+        reason = "scanpy scrublet's automatic threshold (the prior scales the scores only)"
+    if method != "classifier" and not np.isfinite(result.threshold):
+        reason = "scores not bimodal: no automatic threshold, none called"
+    scored = np.isfinite(result.scores)
+    called = float(result.predicted[scored].mean()) if scored.any() else float("nan")
+    return result, RateDecision(expected_rate, float("nan"), called, reason)
 
 
 def score_doublets(adata: ad.AnnData, settings: QCSettings, *, random_state: int,
                    min_cells: int = 100) -> None:
     """Doublet scores and calls on the cells that passed QC (in place).
 
-    The expected rate is ``qc.expected_doublet_rate`` or, unset, 0.8 % per 1,000 cells of
-    the sample (:func:`mscflow.qc.doublets.expected_doublet_rate`). Adds obs
+    The expected rate (the prior) is ``qc.expected_doublet_rate`` or, unset, 0.8 % per 1,000
+    cells of the sample (:func:`mscflow.qc.doublets.expected_doublet_rate`); how many cells
+    are called depends on the method (:func:`run_doublet_method`). Adds obs
     ``doublet_score``, ``predicted_doublet`` and ``doublet_neighbour`` (for a called
     doublet: the nearest cell not called, in the method's embedding; it places the doublet
-    on a cluster later) and ``uns["doublets"]`` (method, expected rate, threshold). Cells
+    on a cluster later) and ``uns["doublets"]`` (method, expected rate, threshold, the rate
+    the scores showed and why the called rate differs from the prior). Cells
     failing QC, and samples with fewer than ``min_cells`` passing cells, get NaN / False.
     """
     obs = adata.obs
@@ -148,15 +175,19 @@ def score_doublets(adata: ad.AnnData, settings: QCSettings, *, random_state: int
     obs["doublet_neighbour"] = ""
     rate = expected_doublet_rate(settings.expected_doublet_rate, adata.n_obs)
     adata.uns["doublets"] = {"method": settings.doublet_method, "expected_rate": rate,
-                             "threshold": float("nan"), "n_scored": 0}
+                             "threshold": float("nan"), "n_scored": 0,
+                             "rate_from_scores": float("nan"),
+                             "rate_reason": "not scored: too few cells pass QC"}
     keep = ~obs["qc_fail"].to_numpy()
     if keep.sum() < min_cells:
         log.warning("only %d cells pass QC: doublet detection skipped", keep.sum())
         return
     counts = adata.X[keep]
-    result = run_doublet_method(counts, settings.doublet_method, expected_rate=rate,
-                                classifier=settings.doublet_classifier,
-                                random_state=random_state)
+    result, decision = run_doublet_method(
+        counts, settings.doublet_method, expected_rate=rate,
+        classifier=settings.doublet_classifier, random_state=random_state,
+        configured=settings.expected_doublet_rate is not None,
+        max_ratio=settings.doublet_rate_max_ratio)
     obs.loc[keep, "doublet_score"] = result.scores
     obs.loc[keep, "predicted_doublet"] = result.predicted
     embedding = result.embedding
@@ -167,7 +198,12 @@ def score_doublets(adata: ad.AnnData, settings: QCSettings, *, random_state: int
     nearest = nearest_singlets(embedding, result.predicted)
     names = adata.obs_names[keep]
     obs.loc[names[nearest >= 0], "doublet_neighbour"] = names[nearest[nearest >= 0]]
-    adata.uns["doublets"].update(threshold=float(result.threshold), n_scored=int(keep.sum()))
+    source = ("configured" if settings.expected_doublet_rate is not None
+              else f"10x rule, {adata.n_obs} cells")
+    adata.uns["doublets"].update(
+        threshold=float(result.threshold), n_scored=int(keep.sum()),
+        rate_from_scores=decision.from_scores,
+        rate_reason=f"prior {rate:.2%} ({source}); {decision.reason}")
     log.info("doublets (%s): %d of %d cells called, %.1f expected (rate %.4f)",
              settings.doublet_method, int(result.predicted.sum()), int(keep.sum()),
              rate * keep.sum(), rate)
@@ -189,6 +225,8 @@ def summarise_sample(adata: ad.AnnData, sample: str, applied: Mapping[str, float
     scored = adata.uns["doublets"]["n_scored"]
     row["n_doublet_expected"] = round(adata.uns["doublets"]["expected_rate"] * scored, 1)
     row["called_doublet_rate"] = row["n_doublet"] / scored if scored else np.nan
+    row["doublet_rate_from_scores"] = adata.uns["doublets"]["rate_from_scores"]
+    row["doublet_rate_reason"] = adata.uns["doublets"]["rate_reason"]
     return pd.DataFrame([row])
 
 
