@@ -121,7 +121,7 @@ def test_nearest_singlets_skip_called_and_unscored_cells() -> None:
 
 def test_qc_settings_carry_the_classifier_and_reject_unknown_methods() -> None:
     settings = QCSettings.from_config({})
-    assert settings.doublet_method == "consensus"
+    assert settings.doublet_method == "classifier"
     assert settings.expected_doublet_rate is None
     assert settings.doublet_classifier.neighbours == (3, 10, 25, 50)
     custom = QCSettings.from_config({"doublet_classifier": {"rounds": 2}})
