@@ -15,18 +15,20 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anndata as ad
-import celltypist
 import numpy as np
 import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
-from celltypist.models import Model
 
 from mscflow.annotate.published import map_published_labels
 from mscflow.errors import InputDataError
+
+if TYPE_CHECKING:  # celltypist is imported where it is used: its import takes ~2 s
+    from celltypist.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ def train_reference_model(reference: AnnData, label_column: str, *, seed: int,
     # solver passes LogisticRegression's multi_class, which scikit-learn >= 1.8 no longer
     # takes). Classes weighted by their inverse size: references are unbalanced, and
     # unweighted fits pull small populations into the largest one
+    import celltypist
+
     return celltypist.train(data, labels=labels.to_numpy(), genes=data.var_names,
                             check_expression=True, use_SGD=True, feature_selection=True,
                             top_genes=top_genes, n_jobs=n_jobs, random_state=seed,
@@ -107,6 +111,8 @@ def load_model(path: str | Path) -> Model:
     path = Path(path)
     if not path.is_file():
         raise InputDataError(f"annotation.reference_model: no file {path}")
+    from celltypist.models import Model
+
     try:
         return Model.load(str(path.resolve()))
     except Exception as error:  # celltypist re-raises pickle errors as bare Exceptions
@@ -128,6 +134,8 @@ def predict_reference(adata: AnnData, model: Model, clusters: pd.Series, *,
                              "same species and gene naming")
     log.info("reference model: %d of its %d genes in the data", int(shared.sum()),
              len(model.features))
+    import celltypist
+
     result = celltypist.annotate(adata, model=model, majority_voting=majority_voting,
                                  over_clustering=clusters.loc[adata.obs_names].astype(str)
                                  .to_numpy() if majority_voting else None)
